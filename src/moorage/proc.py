@@ -1,0 +1,131 @@
+"""The one way Moorage runs external programs (helm, minikube, kind, pg tools).
+
+Every command is logged with secrets redacted, runs under a timeout, and a
+failure raises :class:`moorage.errors.CommandFailed` with the tail of its
+(redacted) stderr. A missing program raises :class:`moorage.errors.ToolMissing`
+with an install hint. Secrets are never passed on a command line: callers put
+them in files or in the child's environment, and give their values here as
+``secrets`` so that any echo of them in logs or errors is masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from .errors import CommandFailed, ToolMissing
+
+log = logging.getLogger("moorage.proc")
+
+MASK = "******"
+STDERR_TAIL_LINES = 20
+
+INSTALL_HINTS = {
+    "helm": "install Helm 3 or 4 (scripts/install-helm.sh) and put it on PATH",
+    "docker": "install Docker (apt-get install docker.io) and start dockerd",
+    "kubectl": "install kubectl and put it on PATH",
+    "minikube": "install minikube (https://minikube.sigs.k8s.io) or set cluster: in the environment's config",
+    "kind": "install kind or set cluster: in the environment's config",
+    "k3d": "install k3d or set cluster: in the environment's config",
+    "pg_dump": "install the PostgreSQL client tools (apt-get install postgresql-client)",
+    "pg_restore": "install the PostgreSQL client tools (apt-get install postgresql-client)",
+    "psql": "install the PostgreSQL client tools (apt-get install postgresql-client)",
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Mask every occurrence of each non-empty secret in ``text``."""
+    # Longest first, so a secret that contains another is masked whole.
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def render(args: Sequence[str], secrets: Iterable[str] = ()) -> str:
+    """The command as a shell line, safe to print."""
+    return redact(shlex.join(args), list(secrets))
+
+
+def which(tool: str) -> str:
+    """Absolute path of ``tool`` on PATH, or ToolMissing with an install hint."""
+    path = shutil.which(tool)
+    if path is None:
+        raise ToolMissing(f"'{tool}' is not installed or not on PATH",
+                          INSTALL_HINTS.get(tool, f"install {tool} and put it on PATH"))
+    return path
+
+
+def run(
+    args: Sequence[str],
+    *,
+    timeout: float = 300,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    secrets: Iterable[str] = (),
+    check: bool = True,
+    cwd: str | None = None,
+    what: str | None = None,
+    hint: str | None = None,
+) -> Result:
+    """Run ``args`` and return its output; raise CommandFailed when it fails.
+
+    ``env`` is added to the current environment (the child inherits the rest).
+    ``what`` names the operation in error messages ("helm upgrade").
+    """
+    secrets = [s for s in secrets if s]
+    args = [str(a) for a in args]
+    which(args[0])
+    shown = render(args, secrets)
+    log.debug("run: %s", shown)
+    child_env = None
+    if env is not None:
+        child_env = {**os.environ, **env}
+    try:
+        proc = subprocess.run(
+            args, input=input, capture_output=True, text=True, timeout=timeout,
+            env=child_env, cwd=cwd,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise CommandFailed(
+            f"{what or args[0]} did not finish within {timeout:g}s: {shown}",
+            hint or "raise the timeout in the environment's config or check what the command waits for",
+            stderr=redact(_text(exc.stderr), secrets), returncode=-1,
+        ) from None
+    except FileNotFoundError:
+        raise ToolMissing(f"'{args[0]}' is not installed or not on PATH",
+                          INSTALL_HINTS.get(args[0], f"install {args[0]}")) from None
+    result = Result(tuple(args), proc.returncode, proc.stdout, redact(proc.stderr, secrets))
+    if check and proc.returncode != 0:
+        tail = tail_lines(result.stderr or redact(proc.stdout, secrets))
+        raise CommandFailed(
+            f"{what or args[0]} failed (exit {proc.returncode}): {shown}" + (f": {tail}" if tail else ""),
+            hint, stderr=result.stderr, returncode=proc.returncode,
+        )
+    return result
+
+
+def tail_lines(text: str, n: int = STDERR_TAIL_LINES) -> str:
+    """The last ``n`` non-empty lines of ``text``, joined with ' | ' to stay on one line."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-n:])
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    if isinstance(data, bytes):
+        return data.decode(errors="replace")
+    return data

@@ -1,0 +1,22 @@
+"""The thin task layer: flags, confirmation and exit codes; the logic lives in moorage.*.
+
+Each module here defines ``ns``, an invoke Collection (or a single task for
+top-level tasks such as ``doctor``). Importing them must stay cheap: heavy
+libraries are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke import Collection
+
+
+def namespace(root: Path) -> Collection:
+    """The root collection, with ``moorage.root`` defaulting to the project folder."""
+    from . import doctor
+
+    ns = Collection()
+    ns.add_task(doctor.doctor)
+    ns.configure({"moorage": {"root": str(root)}})
+    return ns
