@@ -15,8 +15,8 @@ import os
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 from .errors import CommandFailed, ToolMissing
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence, TextIO
+from typing import Any, TextIO
 
 
 class Reporter:
@@ -59,20 +60,20 @@ class Reporter:
         if title:
             self.line(title)
         widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-        self.line("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip())
+        self.line("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
         for row in rows:
-            self.line("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+            self.line("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
 
     def emit_json(self, data: Any) -> None:
         """Write a JSON document to stdout (the machine-readable summary)."""
         print(json.dumps(data, indent=2, sort_keys=True, default=str), file=sys.stdout, flush=True)
 
     @contextmanager
-    def progress(self, description: str, total: float | None = None, unit: str = "") -> Iterator["Progress"]:
+    def progress(self, description: str, total: float | None = None, unit: str = "") -> Iterator[Progress]:
         """A progress bar on a terminal; start and end lines otherwise."""
         if self.tty:
-            from rich.progress import (BarColumn, DownloadColumn, Progress as RichProgress,
-                                       TextColumn, TimeElapsedColumn, TransferSpeedColumn)
+            from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+            from rich.progress import Progress as RichProgress
 
             columns = [TextColumn("{task.description}"), BarColumn()]
             if unit == "bytes":

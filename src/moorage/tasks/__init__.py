@@ -18,5 +18,6 @@ def namespace(root: Path) -> Collection:
 
     ns = Collection()
     ns.add_task(doctor.doctor)
+    # Collections register below this line.
     ns.configure({"moorage": {"root": str(root)}})
     return ns

@@ -14,8 +14,9 @@ import functools
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from invoke import Exit, task
 

@@ -1,0 +1,130 @@
+"""Health checks of the machine and the cluster, each with a fix hint.
+
+Every check is a small function returning a :class:`Check`; ``run_checks``
+decides which apply to an environment (kubectl only when needed, minikube
+only for a minikube cluster...). ``guard_context`` is the context-safety rule
+that dev tasks apply before touching a cluster.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from . import proc
+from .config import Environment, Project
+from .errors import MoorageError, UserError
+
+MIN_PYTHON = (3, 11)
+HELM_MAJORS = (3, 4)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_python(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> Check:
+    shown = ".".join(map(str, version))
+    if version[:2] >= MIN_PYTHON:
+        return Check("python", True, shown)
+    return Check("python", False, f"{shown} is too old",
+                 f"use Python {'.'.join(map(str, MIN_PYTHON))} or newer")
+
+
+def check_docker(base_url: str | None = None) -> Check:
+    try:
+        import docker
+
+        client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+        version = client.version().get("Version", "?")
+    except Exception as exc:  # noqa: BLE001 - any failure means the engine is unusable
+        reason = str(exc).splitlines()[0][:160]
+        return Check("docker", False, f"Docker engine not reachable: {reason}",
+                     "start dockerd (or Docker Desktop) and check DOCKER_HOST")
+    return Check("docker", True, f"engine {version}")
+
+
+def parse_helm_version(text: str) -> tuple[int, int, int] | None:
+    match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
+    return tuple(int(g) for g in match.groups()) if match else None  # type: ignore[return-value]
+
+
+def check_helm() -> Check:
+    try:
+        out = proc.run(["helm", "version", "--template", "{{.Version}}"], timeout=20).stdout
+    except MoorageError as exc:
+        return Check("helm", False, exc.message, exc.hint or "install Helm (scripts/install-helm.sh)")
+    version = parse_helm_version(out)
+    if version is None or version[0] not in HELM_MAJORS:
+        return Check("helm", False, f"unsupported Helm version {out.strip() or '?'}",
+                     "install Helm 3 or 4 (scripts/install-helm.sh)")
+    return Check("helm", True, out.strip())
+
+
+def check_tool(tool: str, version_args: list[str]) -> Check:
+    try:
+        out = proc.run([tool, *version_args], timeout=20).stdout
+    except MoorageError as exc:
+        return Check(tool, False, exc.message, exc.hint or f"install {tool}")
+    return Check(tool, True, out.strip().splitlines()[0] if out.strip() else "present")
+
+
+def guard_context(project: Project, env: Environment, current_context: str | None) -> None:
+    """Refuse to act on a production context from a non-production environment."""
+    owner = project.production_contexts().get(current_context or "")
+    if owner and not env.production:
+        raise UserError(
+            f"kube context '{current_context}' belongs to production environment '{owner}'; "
+            f"refusing to run '{env.name}' tasks against it",
+            f"switch context (kubectl config use-context ...) or set moorage.environments.{env.name}.context",
+        )
+
+
+def check_context(project: Project, env: Environment, current: Callable[[], str | None],
+                  reachable: Callable[[str | None], str]) -> list[Check]:
+    """Context safety and reachability of the environment's cluster."""
+    try:
+        context = env.context or current()
+    except MoorageError as exc:
+        return [Check("kube-context", False, exc.message, exc.hint or "")]
+    checks = []
+    try:
+        guard_context(project, env, context)
+        checks.append(Check("context-safety", True, f"'{context}' is not a production context"
+                            if not env.production else f"'{context}' (production environment)"))
+    except UserError as exc:
+        checks.append(Check("context-safety", False, exc.message, exc.hint or ""))
+        return checks
+    try:
+        detail = reachable(context)
+        checks.append(Check("cluster", True, f"context '{context}': {detail}"))
+    except MoorageError as exc:
+        checks.append(Check("cluster", False, exc.message, exc.hint or ""))
+    return checks
+
+
+def needed_tools(env: Environment, context: str | None) -> list[str]:
+    """Cluster CLIs this environment needs, from its cluster kind or context name."""
+    kind = env.cluster
+    if kind == "auto":
+        name = context or ""
+        kind = ("minikube" if name == "minikube" else "kind" if name.startswith("kind-")
+                else "k3d" if name.startswith("k3d-") else "other")
+    return {"minikube": ["minikube"], "kind": ["kind"], "k3d": ["k3d"]}.get(kind, [])
+
+
+TOOL_VERSION_ARGS = {
+    "minikube": ["version", "--short"],
+    "kind": ["version"],
+    "k3d": ["version"],
+    "kubectl": ["version", "--client"],
+}

@@ -1,0 +1,13 @@
+"""Shared test configuration.
+
+Fixtures that start real servers live in tests/fixtures/ and are loaded as
+plugins; tool requirements (skip on a laptop, fail in CI) are in
+tests/fixtures/tools.py.
+"""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))

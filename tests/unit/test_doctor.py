@@ -1,0 +1,62 @@
+"""doctor's checks and the context-safety rule."""
+
+from pathlib import Path
+
+import pytest
+
+from moorage import doctor
+from moorage.config import load_project
+from moorage.errors import EXIT_BAD_INPUT, Unreachable, UserError
+
+
+@pytest.fixture
+def project(tmp_path: Path):
+    (tmp_path / "environments").mkdir()
+    for name in ("dev", "prod"):
+        (tmp_path / "environments" / f"{name}.yaml").write_text("{}\n")
+    raw = {"environments": {"prod": {"production": True, "context": "prod-ctx"}}}
+    return load_project(raw, tmp_path)
+
+
+def test_dev_task_refuses_a_production_context(project):
+    with pytest.raises(UserError) as err:
+        doctor.guard_context(project, project.env("dev"), "prod-ctx")
+    assert err.value.exit_code == EXIT_BAD_INPUT
+    assert "kube context 'prod-ctx' belongs to production environment 'prod'" in err.value.line()
+
+
+def test_production_environment_may_use_its_context(project):
+    doctor.guard_context(project, project.env("prod"), "prod-ctx")
+    doctor.guard_context(project, project.env("dev"), "minikube")
+
+
+def test_context_check_stops_at_an_unsafe_context(project):
+    called = []
+    checks = doctor.check_context(project, project.env("dev"), lambda: "prod-ctx", called.append)
+    assert [(c.name, c.ok) for c in checks] == [("context-safety", False)]
+    assert called == []
+
+
+def test_unreachable_cluster_is_a_failed_check_with_a_hint(project):
+    def reachable(context):
+        raise Unreachable("cluster at https://127.0.0.1:1 is unreachable", "start the cluster")
+
+    checks = doctor.check_context(project, project.env("dev"), lambda: "minikube", reachable)
+    assert checks[-1].name == "cluster" and not checks[-1].ok and checks[-1].hint == "start the cluster"
+
+
+@pytest.mark.parametrize("context, tools", [("minikube", ["minikube"]), ("kind-dev", ["kind"]),
+                                            ("k3d-x", ["k3d"]), ("gke_prod", [])])
+def test_needed_cluster_tools_follow_the_context(project, context, tools):
+    assert doctor.needed_tools(project.env("dev"), context) == tools
+
+
+def test_helm_versions_are_parsed():
+    assert doctor.parse_helm_version("v4.1.4") == (4, 1, 4)
+    assert doctor.parse_helm_version("v3.15.2+g1a500d5") == (3, 15, 2)
+    assert doctor.parse_helm_version("nonsense") is None
+
+
+def test_old_python_fails_with_a_hint():
+    check = doctor.check_python((3, 9, 1))
+    assert not check.ok and "3.11" in check.hint

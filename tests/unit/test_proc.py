@@ -1,0 +1,52 @@
+"""The one subprocess helper: redaction, timeouts, clean errors."""
+
+import logging
+import sys
+
+import pytest
+
+from moorage import proc
+from moorage.errors import EXIT_BAD_INPUT, CommandFailed, ToolMissing
+
+
+def test_secrets_are_redacted_in_logs_and_errors(caplog):
+    secret = "s3cr3t-value"
+    caplog.set_level(logging.DEBUG, logger="moorage.proc")
+    script = f"import sys; print('password is {secret}', file=sys.stderr); sys.exit(3)"
+    with pytest.raises(CommandFailed) as err:
+        proc.run([sys.executable, "-c", script], secrets=[secret], what="probe")
+    assert secret not in err.value.line()
+    assert secret not in err.value.stderr
+    assert proc.MASK in err.value.stderr
+    assert err.value.returncode == 3
+    assert "probe failed (exit 3)" in err.value.line()
+    assert secret not in caplog.text and proc.MASK in caplog.text
+
+
+def test_longest_secret_is_masked_whole():
+    assert proc.redact("abc abcdef", ["abc", "abcdef"]) == f"{proc.MASK} {proc.MASK}"
+
+
+def test_missing_tool_is_bad_input_with_a_hint():
+    with pytest.raises(ToolMissing) as err:
+        proc.run(["moorage-no-such-tool", "x"])
+    assert err.value.exit_code == EXIT_BAD_INPUT
+    assert "'moorage-no-such-tool' is not installed" in err.value.line()
+
+
+def test_timeout_raises_command_failed():
+    with pytest.raises(CommandFailed, match="did not finish within 0.2s"):
+        proc.run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.2)
+
+
+def test_output_is_returned_and_env_is_passed():
+    result = proc.run([sys.executable, "-c", "import os; print(os.environ['MOORAGE_T'])"], env={"MOORAGE_T": "x1"})
+    assert result.stdout.strip() == "x1" and result.returncode == 0
+
+
+def test_stderr_tail_stays_on_one_line():
+    script = "import sys; [print(f'line{i}', file=sys.stderr) for i in range(40)]; sys.exit(1)"
+    with pytest.raises(CommandFailed) as err:
+        proc.run([sys.executable, "-c", script])
+    assert "\n" not in err.value.line()
+    assert "line39" in err.value.line() and "line5 " not in err.value.line()
