@@ -18,7 +18,7 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import CommandFailed, ToolMissing
+from .errors import CommandFailed, Interrupted, ToolMissing
 
 log = logging.getLogger("moorage.proc")
 
@@ -79,11 +79,15 @@ def run(
     cwd: str | None = None,
     what: str | None = None,
     hint: str | None = None,
+    shield: bool = False,
 ) -> Result:
     """Run ``args`` and return its output; raise CommandFailed when it fails.
 
     ``env`` is added to the current environment (the child inherits the rest).
     ``what`` names the operation in error messages ("helm upgrade").
+    ``shield`` keeps Ctrl-C away from the child (its own session) and lets it
+    finish before :class:`moorage.errors.Interrupted` is raised: a helm upgrade
+    is never cut half-way, which would leave the release pending.
     """
     secrets = [s for s in secrets if s]
     args = [str(a) for a in args]
@@ -94,27 +98,48 @@ def run(
     if env is not None:
         child_env = {**os.environ, **env}
     try:
-        proc = subprocess.run(
-            args, input=input, capture_output=True, text=True, timeout=timeout,
-            env=child_env, cwd=cwd,
+        proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env, cwd=cwd,
+            start_new_session=shield,
         )
+    except FileNotFoundError:
+        raise ToolMissing(f"'{args[0]}' is not installed or not on PATH",
+                          INSTALL_HINTS.get(args[0], f"install {args[0]}")) from None
+    try:
+        stdout, stderr = _communicate(proc, input, timeout, shield)
     except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.wait()
         raise CommandFailed(
             f"{what or args[0]} did not finish within {timeout:g}s: {shown}",
             hint or "raise the timeout in the environment's config or check what the command waits for",
             stderr=redact(_text(exc.stderr), secrets), returncode=-1,
         ) from None
-    except FileNotFoundError:
-        raise ToolMissing(f"'{args[0]}' is not installed or not on PATH",
-                          INSTALL_HINTS.get(args[0], f"install {args[0]}")) from None
-    result = Result(tuple(args), proc.returncode, proc.stdout, redact(proc.stderr, secrets))
+    result = Result(tuple(args), proc.returncode, stdout, redact(stderr, secrets))
     if check and proc.returncode != 0:
-        tail = tail_lines(result.stderr or redact(proc.stdout, secrets))
+        tail = tail_lines(result.stderr or redact(stdout, secrets))
         raise CommandFailed(
             f"{what or args[0]} failed (exit {proc.returncode}): {shown}" + (f": {tail}" if tail else ""),
             hint, stderr=result.stderr, returncode=proc.returncode,
         )
     return result
+
+
+def _communicate(proc: subprocess.Popen, input: str | None, timeout: float, shield: bool) -> tuple[str, str]:
+    try:
+        return proc.communicate(input=input, timeout=timeout)
+    except KeyboardInterrupt:
+        if not shield:
+            proc.kill()
+            proc.wait()
+            raise
+        log.warning("interrupt received: letting %s finish its step", proc.args[0])
+        stdout, stderr = proc.communicate(timeout=timeout)
+        raise Interrupted(
+            f"interrupted: {proc.args[0]} was allowed to finish its step (exit {proc.returncode}) "
+            "so nothing is left half-applied; no further step was started",
+        ) from None
 
 
 def tail_lines(text: str, n: int = STDERR_TAIL_LINES) -> str:

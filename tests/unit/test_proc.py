@@ -50,3 +50,33 @@ def test_stderr_tail_stays_on_one_line():
         proc.run([sys.executable, "-c", script])
     assert "\n" not in err.value.line()
     assert "line39" in err.value.line() and "line5 " not in err.value.line()
+
+
+SHIELD_SCRIPT = r"""
+import sys
+from moorage import proc
+from moorage.errors import Interrupted
+marker = sys.argv[1]
+child = f"import time, pathlib; time.sleep(1.0); pathlib.Path({marker!r}).write_text('finished')"
+try:
+    proc.run([sys.executable, "-c", child], shield=True, timeout=30)
+except Interrupted as exc:
+    print("INTERRUPTED", exc.message)
+"""
+
+
+def test_shielded_command_finishes_its_step_on_ctrl_c(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    marker = tmp_path / "marker"
+    script = subprocess.Popen([sys.executable, "-c", SHIELD_SCRIPT, str(marker)], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    time.sleep(0.5)
+    os.killpg(script.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground group
+    out, _ = script.communicate(timeout=30)
+    assert marker.read_text() == "finished"
+    assert out.startswith("INTERRUPTED") and "allowed to finish its step" in out

@@ -19,5 +19,8 @@ def namespace(root: Path) -> Collection:
     ns = Collection()
     ns.add_task(doctor.doctor)
     # Collections register below this line.
+    from . import chart
+
+    ns.add_collection(chart.ns)
     ns.configure({"moorage": {"root": str(root)}})
     return ns

@@ -1,0 +1,78 @@
+"""``chart.*``: lint, render and test the Helm chart with an environment's layered values."""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from .. import helm
+from ..config import load_values
+from ._boundary import mtask, project, reporter
+
+LINT_TAG = "0000000000000000"
+
+
+def _layers(proj, env, refs, secrets):
+    """The generated layers, in the order Helm applies them after the environment's file."""
+    return {"images": helm.image_values(proj, refs), "secrets": helm.secret_values(proj, secrets)}
+
+
+def _placeholder_refs(proj, env):
+    prefix = env.registry or proj.release
+    return {image.name: (f"{prefix}/{image.name}", LINT_TAG) for image in proj.images}
+
+
+@mtask(help={"env": "lint with this environment's values only (default: every environment)"})
+def lint(ctx, env=None):
+    """Run `helm lint --strict` on the chart with each environment's layered values."""
+    proj = project(ctx)
+    out = reporter()
+    envs = [proj.env(env)] if env else [proj.environments[name] for name in sorted(proj.environments)]
+    for environment in envs:
+        load_values(environment)  # malformed YAML: one line naming file and line
+        layers = _layers(proj, environment, _placeholder_refs(proj, environment), helm.placeholder_secrets(proj))
+        with helm.private_values(layers) as files:
+            args = helm.lint_command(proj.chart, [environment.values_file, files["images"], files["secrets"]])
+            helm.run(args, timeout=120, what=f"helm lint ({environment.name})",
+                     values_hint=f"fix {environment.values_file.relative_to(proj.root)}")
+        out.ok(f"chart lints cleanly with {environment.values_file.relative_to(proj.root)}")
+
+
+@mtask(help={
+    "env": "environment whose values to render with (default: MOORAGE_ENV, then dev)",
+    "output": "write the manifests to this file instead of stdout",
+})
+def template(ctx, env=None, output=None):
+    """Render the chart as `dev.deploy` would apply it (secrets shown as placeholders)."""
+    proj = project(ctx)
+    environment = proj.env(env)
+    load_values(environment)
+    layers = _layers(proj, environment, _placeholder_refs(proj, environment), helm.placeholder_secrets(proj))
+    with helm.private_values(layers) as files:
+        args = helm.template_command(proj.release, proj.chart, environment.namespace,
+                                     [environment.values_file, files["images"], files["secrets"]])
+        result = helm.run(args, timeout=120, what=f"helm template ({environment.name})",
+                          values_hint=f"fix {environment.values_file.relative_to(proj.root)}")
+    if output:
+        with open(output, "w") as handle:
+            handle.write(result.stdout)
+        reporter().ok(f"wrote {output}")
+    else:
+        print(result.stdout, end="")
+
+
+@mtask(help={"env": "environment whose release to test (default: MOORAGE_ENV, then dev)"})
+def test(ctx, env=None):
+    """Run the chart's in-cluster tests (`helm test`) against the deployed release."""
+    from .. import proc
+
+    proj = project(ctx)
+    environment = proj.env(env)
+    out = reporter()
+    args = helm.test_command(proj.release, environment.namespace, environment.context, environment.timeout)
+    result = proc.run(args, timeout=environment.timeout + 30, what="helm test",
+                      hint=f"inspect with: inv dev.logs --env {environment.name}")
+    out.line(result.stdout.rstrip())
+    out.ok(f"helm tests passed for release {proj.release} in {environment.namespace}")
+
+
+ns = Collection("chart", lint, template, test)
