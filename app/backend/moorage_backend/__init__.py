@@ -1,0 +1,1 @@
+"""The reference backend: FastAPI + SQLAlchemy (PostgreSQL) + Redis (RQ producer)."""
