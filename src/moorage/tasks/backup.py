@@ -1,0 +1,178 @@
+"""``backup.*``: create, list, verify, prune and restore database backups."""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from .. import backup as bk
+from ..db import target_for
+from ..errors import OperationFailed
+from ._boundary import confirm, mtask, project, reporter
+
+TARGET_HELP = {
+    "env": "environment (default: MOORAGE_ENV, then dev); backups live in <backups_dir>/<env>/",
+    "database_url": "connect directly to this PostgreSQL URL (else DATABASE_URL, else the env's PostgreSQL pod)",
+}
+
+
+def _settings(ctx) -> dict:
+    return dict(ctx.config.get("backup", {}) or {})
+
+
+@mtask(auto_shortflags=False, help={**TARGET_HELP,
+             "name": "label added to the file name after the timestamp (lowercase, digits, . _ -)",
+             "release_revision": "release/chart revision to record in the metadata",
+             "json": "print a JSON summary on stdout"})
+def create(ctx, env=None, database_url=None, name=None, release_revision=None, json=False):
+    """Dump the database (pg_dump custom format) into a checked, checksummed backup file."""
+    proj = project(ctx)
+    environment = proj.env(env)
+    out = reporter(json)
+    target = target_for(proj, environment, database_url)
+    out.step(f"backing up {target.description} ({environment.name})")
+    with out.progress("pg_dump", unit="bytes") as bar:
+        result = bk.create_backup(target, bk.backup_dir(proj.backups_dir, environment.name),
+                                  environment=environment.name, label=name, release_revision=release_revision,
+                                  progress=bar.update)
+    meta = result.meta
+    out.ok(f"{result.path} ({meta['size']} bytes, sha256 {meta['sha256'][:12]}..., {meta['seconds']}s)")
+    if json:
+        out.emit_json(result.row())
+
+
+@mtask(name="list", auto_shortflags=False, help={"env": TARGET_HELP["env"], "json": "print the backups as JSON on stdout"})
+def list_(ctx, env=None, json=False):
+    """Show the environment's backups, newest first, with their status."""
+    from ..report import human_bytes
+
+    proj = project(ctx)
+    environment = proj.env(env)
+    out = reporter(json)
+    directory = bk.backup_dir(proj.backups_dir, environment.name)
+    backups = bk.list_backups(directory)
+    partials = bk.partial_files(directory)
+    if json:
+        out.emit_json({"directory": str(directory), "backups": bk.summarize(backups),
+                       "partial_files": [str(p) for p in partials]})
+        return
+    rows = [[b.name, b.created.isoformat() if b.created else "?",
+             human_bytes(b.meta["size"]) if b.meta and isinstance(b.meta.get("size"), int) else "?",
+             (b.meta or {}).get("database", "?"), ",".join((b.meta or {}).get("alembic_heads") or []) or "-",
+             "ok" if b.valid else f"INVALID: {b.problem}"] for b in backups]
+    if not rows:
+        out.line(f"no backups in {directory}")
+    else:
+        out.table(["name", "created", "size", "database", "alembic", "status"], rows, title=str(directory))
+    if partials:
+        out.warn(f"{len(partials)} unfinished .partial file(s) from interrupted or running backups "
+                 "(not backups; removed by the next backup.create or backup.prune)")
+
+
+@mtask(positional=["name"], auto_shortflags=False, help={
+    "name": "backup name (as in backup.list) or 'latest'",
+    "env": TARGET_HELP["env"],
+    "deep": "also decode every data block (reads and decompresses the whole archive)",
+})
+def verify(ctx, name, env=None, deep=False):
+    """Check a backup's checksum, size and archive structure; exit 1 with the reason if it is damaged."""
+    proj = project(ctx)
+    environment = proj.env(env)
+    found = bk.find_backup(bk.backup_dir(proj.backups_dir, environment.name), name)
+    result = bk.verify_backup(found, deep=deep)
+    reporter().ok(f"{found.name}: sha256 and size match, archive readable ({result['tables']} tables)"
+                  + (", every data block decodes" if deep else ""))
+
+
+@mtask(auto_shortflags=False, help={
+    "env": TARGET_HELP["env"],
+    "keep_last": "keep this many newest backups (default: backup.keep_last, 7)",
+    "keep_daily": "keep the newest backup of each of the last N days (default: backup.keep_daily, 7)",
+    "keep_weekly": "keep the newest backup of each of the last N weeks (default: backup.keep_weekly, 4)",
+    "dry_run": "show what would be deleted and delete nothing",
+    "yes": "do not ask (required for a production environment without a terminal)",
+})
+def prune(ctx, env=None, keep_last=None, keep_daily=None, keep_weekly=None, dry_run=False, yes=False):
+    """Delete backups outside the retention policy (keep N newest, daily and weekly ones)."""
+    proj = project(ctx)
+    environment = proj.env(env)
+    out = reporter()
+    conf = _settings(ctx)
+    policy = bk.RetentionPolicy(
+        keep_last=int(keep_last if keep_last is not None else conf.get("keep_last", 7)),
+        keep_daily=int(keep_daily if keep_daily is not None else conf.get("keep_daily", 7)),
+        keep_weekly=int(keep_weekly if keep_weekly is not None else conf.get("keep_weekly", 4)),
+    )
+    directory = bk.backup_dir(proj.backups_dir, environment.name)
+    decisions, skipped, partials = bk.prune(directory, policy, dry_run=True)
+    goes = [d for d in decisions if not d.keep]
+    out.table(["name", "action", "why"],
+              [[d.name, "keep" if d.keep else "delete", "; ".join(d.reasons)] for d in decisions]
+              + [[b.name, "skip", f"invalid ({b.problem}); check and delete by hand"] for b in skipped]
+              + [[p.name, "delete", "unfinished partial file"] for p in partials],
+              title=f"retention {policy.keep_last} newest, {policy.keep_daily} daily, {policy.keep_weekly} weekly")
+    if dry_run:
+        out.line(f"dry run: {len(goes)} backup(s) and {len(partials)} partial file(s) would be deleted")
+        return
+    if not goes and not partials:
+        out.ok("nothing to prune")
+        return
+    if environment.production:
+        confirm(f"delete {len(goes)} backup(s) of production environment '{environment.name}'?", yes=yes)
+    bk.prune(directory, policy)
+    out.ok(f"deleted {len(goes)} backup(s) and {len(partials)} partial file(s); kept {len(decisions) - len(goes)}")
+
+
+@mtask(positional=["name"], auto_shortflags=False, help={
+    "name": "backup name (as in backup.list) or 'latest'",
+    **TARGET_HELP,
+    "yes": "do not ask for confirmation (required without a terminal)",
+    "force_env": "restore a backup taken from another environment",
+    "jobs": "parallel pg_restore jobs (direct connections only; default 1)",
+    "drop_old": "drop the replaced database after the swap instead of keeping it as <db>_pre_restore_<ts>",
+    "dry_run": "verify the backup and print the plan; change nothing",
+})
+def restore(ctx, name, env=None, database_url=None, yes=False, force_env=False, jobs=1, drop_old=False,
+            dry_run=False):
+    """Restore a verified backup into a new database and swap it in; the original stays intact on failure."""
+    proj = project(ctx)
+    environment = proj.env(env)
+    out = reporter()
+    jobs = int(jobs)
+    if jobs < 1:
+        from ..errors import UserError
+
+        raise UserError("--jobs must be 1 or more", None)
+    directory = bk.backup_dir(proj.backups_dir, environment.name)
+    found = bk.find_backup(directory, name)
+    target = target_for(proj, environment, database_url)
+
+    def approve(plan: bk.RestorePlan) -> None:
+        out.step(f"restore plan for {plan.target}")
+        for i, step in enumerate(plan.steps, 1):
+            out.line(f"  {i}. {step}")
+        if dry_run:
+            raise _DryRun
+        confirm(f"replace database '{plan.database}' ({environment.name}) with backup {plan.backup.name}?",
+                yes=yes)
+
+    try:
+        result = bk.restore_backup(target, found, environment=environment.name, backups_root=proj.backups_dir,
+                                   confirm=approve, force_env=force_env, jobs=jobs, keep_old=not drop_old,
+                                   say=out.line)
+    except _DryRun:
+        out.line("dry run: backup verified; nothing was changed")
+        return
+    except KeyboardInterrupt:
+        raise OperationFailed("restore interrupted: the original database is unchanged (or already swapped "
+                              "in whole); a leftover temporary database is dropped by the next restore",
+                              exit_code=130) from None
+    out.ok(f"restored {found.name} into {result['database']}"
+           + (f"; the previous database is kept as {result['old_database']}" if result.get("old_database") else ""))
+
+
+class _DryRun(Exception):
+    pass
+
+
+ns = Collection("backup", create, list_, verify, prune, restore)
+ns.configure({"backup": {"keep_last": 7, "keep_daily": 7, "keep_weekly": 4}})

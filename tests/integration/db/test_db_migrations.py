@@ -1,0 +1,123 @@
+"""db.* against a real PostgreSQL and a tiny two-revision Alembic project."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moorage import backup as bk
+
+from .conftest import ROOT, inv
+
+pytestmark = pytest.mark.postgres
+
+ENV_PY = '''\
+import logging
+import os
+from alembic import context
+from sqlalchemy import create_engine
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+url = os.environ["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+with create_engine(url).connect() as connection:
+    context.configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()
+'''
+
+REVISION = '''\
+"""{message}"""
+from alembic import op
+
+revision = "{rev}"
+down_revision = {down}
+
+
+def upgrade():
+    op.execute("{up}")
+
+
+def downgrade():
+    op.execute("{down_sql}")
+'''
+
+
+@pytest.fixture
+def alembic_project(project_dir):
+    backend = project_dir / "app" / "backend"
+    versions = backend / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    (backend / "alembic.ini").write_text("[alembic]\nscript_location = migrations\n")
+    (backend / "migrations" / "env.py").write_text(ENV_PY)
+    (versions / "a1_notes.py").write_text(REVISION.format(
+        message="create notes", rev="a1", down="None", up="CREATE TABLE notes (id int PRIMARY KEY, body text)",
+        down_sql="DROP TABLE notes"))
+    (versions / "b2_tags.py").write_text(REVISION.format(
+        message="add tags", rev="b2", down='"a1"', up="ALTER TABLE notes ADD COLUMN tags text",
+        down_sql="ALTER TABLE notes DROP COLUMN tags"))
+    return project_dir
+
+
+def status(root, url):
+    run = inv(root, "db.status", "--json", "--database-url", url)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def test_empty_database_reports_every_revision_pending_then_migrates_to_head(pg, database, alembic_project):
+    url = pg.url(database)
+    before = status(alembic_project, url)
+    assert before["current"] == [] and before["heads"] == ["b2"] and not before["up_to_date"]
+    assert [p["revision"] for p in before["pending"]] == ["a1", "b2"]
+
+    migrated = inv(alembic_project, "db.migrate", "--local", "--database-url", url)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "Running upgrade a1 -> b2" in migrated.stdout
+    after = status(alembic_project, url)
+    assert after["current"] == ["b2"] and after["pending"] == [] and after["up_to_date"]
+    assert pg.psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'notes'", database) == "3"
+    for run in (migrated,):
+        assert pg.password not in run.stdout + run.stderr
+
+
+def test_downgrade_takes_a_verified_backup_first_and_status_shows_the_pending_revision(pg, database,
+                                                                                       alembic_project):
+    url = pg.url(database)
+    assert inv(alembic_project, "db.migrate", "--local", "--database-url", url).returncode == 0
+    pg.psql("INSERT INTO notes VALUES (1, 'keep me', 'x')", database)
+
+    down = inv(alembic_project, "db.downgrade", "--revision", "a1", "--database-url", url)
+    assert down.returncode == 0, down.stderr
+    (taken,) = bk.list_backups(alembic_project / "backups" / "dev")
+    assert taken.name.endswith("-dev-pre-downgrade") and taken.meta["alembic_heads"] == ["b2"]
+    bk.verify_backup(taken)
+    assert down.stdout.index("verified") < down.stdout.index("Running downgrade b2 -> a1")
+    after = status(alembic_project, url)
+    assert after["current"] == ["a1"] and [p["revision"] for p in after["pending"]] == ["b2"]
+
+
+def test_downgrade_of_a_production_environment_refuses_without_yes(pg, database, alembic_project):
+    url = pg.url(database)
+    assert inv(alembic_project, "db.migrate", "--local", "--database-url", url).returncode == 0
+    run = inv(alembic_project, "db.downgrade", "--revision", "a1", "--env", "prod", "--database-url", url)
+    assert run.returncode == 2 and "refusing without confirmation" in run.stderr
+    assert status(alembic_project, url)["current"] == ["b2"]
+    assert not (alembic_project / "backups" / "prod").exists()
+
+
+def test_the_reference_apps_migrations_reach_head(pg, database, project_dir):
+    ini = ROOT / "app" / "backend" / "alembic.ini"
+    if not ini.is_file():
+        pytest.skip("app/backend/alembic.ini is not there yet")
+    url = pg.url(database)
+    run = inv(project_dir, "db.migrate", "--local", "--database-url", url, "--alembic-ini", str(ini))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert status_with(project_dir, url, ini)["up_to_date"]
+
+
+def status_with(root, url, ini):
+    run = inv(root, "db.status", "--json", "--database-url", url, "--alembic-ini", str(ini))
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)

@@ -1,0 +1,145 @@
+"""Pure parts of moorage.db: URLs, the pod command, the migration Job manifest."""
+
+from __future__ import annotations
+
+import pytest
+
+from moorage import db
+from moorage.errors import UserError
+
+URL = "postgresql+psycopg://app:p%40ss%3Aw0rd@db.example.org:6543/shop?sslmode=require"
+
+
+def test_url_is_parsed_and_the_password_is_masked_everywhere_it_is_shown():
+    url = db.parse_database_url(URL)
+    assert (url.user, url.password, url.host, url.port, url.database) == (
+        "app", "p@ss:w0rd", "db.example.org", 6543, "shop")
+    assert url.masked == "postgresql://app:******@db.example.org:6543/shop?sslmode=require"
+    assert "p@ss" not in str(url) and "p@ss" not in repr(url)
+
+
+def test_url_becomes_libpq_environment_variables_not_arguments():
+    env = db.parse_database_url(URL).libpq_env()
+    assert env["PGPASSWORD"] == "p@ss:w0rd" and env["PGSSLMODE"] == "require"
+    assert env["PGHOST"] == "db.example.org" and env["PGPORT"] == "6543" and env["PGDATABASE"] == "shop"
+    assert db.parse_database_url(URL).libpq_env("other")["PGDATABASE"] == "other"
+
+
+@pytest.mark.parametrize("bad", ["mysql://u:secretpw@h/db", "postgresql://u:secretpw@h:99999/db",
+                                 "postgresql://u:secretpw@h/", "postgresql://u:secretpw@h/db?evil=1"])
+def test_a_bad_url_is_bad_input_and_the_error_does_not_echo_the_password(bad):
+    with pytest.raises(UserError) as err:
+        db.parse_database_url(bad)
+    assert "secretpw" not in err.value.line()
+
+
+def test_flag_wins_over_database_url_environment_variable():
+    assert db.database_url_from(None, {}) is None
+    assert db.database_url_from(None, {"DATABASE_URL": "postgresql://h/a"}).database == "a"
+    assert db.database_url_from("postgresql://h/b", {"DATABASE_URL": "postgresql://h/a"}).database == "b"
+
+
+class FakePods:
+    def __init__(self):
+        self.calls = []
+
+    def find_pod(self, namespace, label_selector):
+        self.calls.append(("find", namespace, label_selector))
+        return "demo-postgresql-0"
+
+    def exec_stream(self, namespace, pod, container, command, *, stdin, on_stdout):
+        self.calls.append(("exec", namespace, pod, container, list(command)))
+        on_stdout(b"15.4|f\n")
+        return 0, ""
+
+
+def test_pod_target_finds_the_release_postgresql_pod_and_runs_tools_through_sh_with_the_pod_credentials():
+    pods = FakePods()
+    target = db.PodTarget.discover(pods, "demo-dev", "demo")
+    assert pods.calls[0] == ("find", "demo-dev",
+                             "app.kubernetes.io/instance=demo,app.kubernetes.io/component=postgresql")
+    info = db.database_info(target)
+    assert info == {"server_version": "15.4", "alembic_heads": []}
+    _, ns, pod, container, command = pods.calls[1]
+    assert (ns, pod, container) == ("demo-dev", "demo-postgresql-0", "postgresql")
+    assert command[:2] == ["sh", "-c"] and 'PGUSER="${POSTGRES_USER' in command[2] and "POSTGRES_DB" in command[2]
+    assert command[4] == "" and command[5] == "psql"  # no database override: the pod's POSTGRES_DB
+
+
+def test_pod_command_passes_the_database_as_an_argument_not_inside_the_script():
+    target = db.PodTarget(FakePods(), "ns", "pod", database="x'; rm -rf /")
+    command = target.command(["pg_dump", "-Fc"], "evil'name")
+    assert command[3:] == ["sh", "evil'name", "pg_dump", "-Fc"]
+    assert "evil" not in command[2]
+
+
+def test_quoting_of_identifiers_and_literals():
+    assert db.quote_ident('a"b') == '"a""b"'
+    assert db.quote_literal("it's") == "'it''s'"
+
+
+DEPLOYMENT = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {
+        "name": "demo-backend", "namespace": "demo-dev",
+        "labels": {"app.kubernetes.io/instance": "demo", "app.kubernetes.io/name": "moorage",
+                   "app.kubernetes.io/component": "backend", "app.kubernetes.io/managed-by": "Helm",
+                   "helm.sh/chart": "moorage-0.1.0"},
+    },
+    "spec": {
+        "replicas": 2,
+        "selector": {"matchLabels": {"app.kubernetes.io/component": "backend"}},
+        "template": {
+            "metadata": {"labels": {"app.kubernetes.io/component": "backend"}},
+            "spec": {
+                "serviceAccountName": "demo-backend",
+                "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                "volumes": [{"name": "tmp", "emptyDir": {}}],
+                "containers": [{
+                    "name": "backend",
+                    "image": "registry.example.org/backend:0123456789abcdef",
+                    "imagePullPolicy": "IfNotPresent",
+                    "ports": [{"containerPort": 8000, "name": "http"}],
+                    "envFrom": [{"configMapRef": {"name": "demo-backend"}}],
+                    "env": [{"name": "DATABASE_URL",
+                             "valueFrom": {"secretKeyRef": {"name": "demo-db", "key": "url"}}}],
+                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}},
+                    "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False},
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                }],
+            },
+        },
+    },
+}
+
+
+def test_migration_job_uses_the_backend_image_config_and_secrets_without_probes_or_retries():
+    job = db.migration_job(DEPLOYMENT, ["alembic", "upgrade", "head"], name="demo-migrate-abc")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert job["kind"] == "Job" and job["metadata"] == {
+        "name": "demo-migrate-abc", "namespace": "demo-dev",
+        "labels": {"app.kubernetes.io/instance": "demo", "app.kubernetes.io/name": "moorage",
+                   "app.kubernetes.io/managed-by": "Helm", "app.kubernetes.io/component": "migration"}}
+    assert job["spec"]["backoffLimit"] == 0 and pod["restartPolicy"] == "Never"
+    assert container["image"] == "registry.example.org/backend:0123456789abcdef"
+    assert container["command"] == ["alembic", "upgrade", "head"]
+    assert container["envFrom"] == DEPLOYMENT["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "demo-db"
+    assert "readinessProbe" not in container and "ports" not in container
+    assert pod["serviceAccountName"] == "demo-backend" and pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_migration_job_name_is_a_valid_kubernetes_name():
+    name = db.migration_job_name("r" * 70, "20261123T004512Z")
+    assert len(name) <= 63 and name.endswith("-migrate-20261123t004512z")
+
+
+def test_unreachable_and_bad_credentials_are_told_apart():
+    target = db.LocalTarget(db.parse_database_url("postgresql://u:pw1234@h/d"))
+    down = db.pg_error("pg_dump", 'connection to server at "h", port 5432 failed: Connection refused', target)
+    denied = db.pg_error("pg_dump", 'FATAL:  password authentication failed for user "u"', target)
+    assert down.exit_code == 2 and "unreachable" in down.message
+    assert denied.exit_code == 2 and "credentials" in denied.message
