@@ -11,3 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# Fixture modules shared across the suite (servers are started lazily, by the tests that ask).
+pytest_plugins = [
+    "tests.fixtures.docker_images",
+    "tests.fixtures.kubeapi",
+    "tests.fixtures.servers",
+]

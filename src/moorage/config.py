@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, UserError
 
 CONFIG_FILE = "invoke.yaml"
 CLUSTER_KINDS = ("auto", "minikube", "kind", "k3d", "docker-desktop", "containerd-local", "remote")
@@ -390,3 +390,14 @@ def load_secrets(project: Project, env: Environment, environ: Mapping[str, str] 
                 f"set {key}=... in .env.{env.name} (or .env, or the environment); see .env.example",
             )
     return merged
+
+
+def guard_context(project: Project, env: Environment, current_context: str | None) -> None:
+    """Refuse to act on a production context from a non-production environment."""
+    owner = project.production_contexts().get(current_context or "")
+    if owner and not env.production:
+        raise UserError(
+            f"kube context '{current_context}' belongs to production environment '{owner}'; "
+            f"refusing to run '{env.name}' tasks against it",
+            f"switch context (kubectl config use-context ...) or set moorage.environments.{env.name}.context",
+        )

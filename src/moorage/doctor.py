@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from . import proc
-from .config import Environment, Project
+from .config import Environment, Project, guard_context
 from .errors import MoorageError, UserError
 
 MIN_PYTHON = (3, 11)
@@ -76,17 +76,6 @@ def check_tool(tool: str, version_args: list[str]) -> Check:
     except MoorageError as exc:
         return Check(tool, False, exc.message, exc.hint or f"install {tool}")
     return Check(tool, True, out.strip().splitlines()[0] if out.strip() else "present")
-
-
-def guard_context(project: Project, env: Environment, current_context: str | None) -> None:
-    """Refuse to act on a production context from a non-production environment."""
-    owner = project.production_contexts().get(current_context or "")
-    if owner and not env.production:
-        raise UserError(
-            f"kube context '{current_context}' belongs to production environment '{owner}'; "
-            f"refusing to run '{env.name}' tasks against it",
-            f"switch context (kubectl config use-context ...) or set moorage.environments.{env.name}.context",
-        )
 
 
 def check_context(project: Project, env: Environment, current: Callable[[], str | None],

@@ -258,6 +258,19 @@ def check_not_pending(release: Release | None, revisions: Sequence[Revision], co
     )
 
 
+def deployed_digest(release: str, namespace: str, context: str | None) -> str:
+    """The ``global.deployDigest`` the release was deployed with ("" when unknown)."""
+    result = proc.run(["helm", "get", "values", release, *_target(namespace, context), "--output", "json"],
+                      timeout=60, check=False, what="helm get values")
+    if result.returncode != 0:
+        return ""
+    try:
+        values = json.loads(result.stdout or "{}") or {}
+    except ValueError:
+        return ""
+    return str((values.get("global") or {}).get("deployDigest") or "")
+
+
 def manifest(release: str, namespace: str, context: str | None) -> list[dict[str, Any]]:
     out = proc.run(["helm", "get", "manifest", release, *_target(namespace, context)],
                    timeout=60, what="helm get manifest").stdout
@@ -302,12 +315,12 @@ SCHEMA_MARKERS = ("values don't meet the specifications of the schema", "values.
 
 
 def run(args: Sequence[str], *, timeout: float, secrets: Sequence[str] = (), what: str,
-        values_hint: str = "") -> proc.Result:
+        values_hint: str = "", shield: bool = False) -> proc.Result:
     """Run a helm command; values rejected by the chart's schema are bad input (exit 2)."""
     from .errors import CommandFailed
 
     try:
-        return proc.run(args, timeout=timeout, secrets=secrets, what=what)
+        return proc.run(args, timeout=timeout, secrets=secrets, what=what, shield=shield)
     except CommandFailed as exc:
         text = exc.stderr
         if any(marker in text for marker in SCHEMA_MARKERS) or "execution error at" in text:

@@ -361,6 +361,9 @@ class _WatchError(Exception):
         self.status = _int(status.get("code"))
 
 
+JOIN_SECONDS = 5.0
+
+
 class _Watcher(threading.Thread):
     """List then watch one kind in one namespace, forever, feeding ``out``; resume, re-list, reconnect."""
 
@@ -603,6 +606,10 @@ def wait_for(api, resources: Iterable[Resource], timeout: float, *,
         stop.set()
         for w in watchers:
             w.close()
+        # Join them: a daemon thread still inside the client's (compiled) model code when the
+        # interpreter exits can abort the whole process (SIGABRT) instead of exiting cleanly.
+        for w in watchers:
+            w.join(timeout=JOIN_SECONDS)
 
 
 def _result(verdict: Verdict, cluster: _Cluster, states: dict[Resource, ResourceState], start: float,

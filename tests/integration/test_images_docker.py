@@ -8,14 +8,12 @@ invoke.yaml, and ``inv`` runs as a subprocess exactly as a user runs it.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import textwrap
 import time
@@ -24,18 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.tools import require_docker, require_tool
+from tests.fixtures.docker_images import remove_release_images
+from tests.fixtures.tools import require_tool
 
 pytestmark = pytest.mark.docker
 
 INV = str(Path(sys.executable).with_name("inv"))
-BASE_FILES = {
-    "bin/sh": "/bin/dash",
-    "bin/cat": "/bin/cat",
-    "bin/false": "/bin/false",
-    "lib/x86_64-linux-gnu/libc.so.6": "/lib/x86_64-linux-gnu/libc.so.6",
-    "lib64/ld-linux-x86-64.so.2": "/lib64/ld-linux-x86-64.so.2",
-}
 TASKS_PY = '''\
 from pathlib import Path
 
@@ -47,62 +39,6 @@ ns = Collection()
 ns.add_collection(images.ns)
 ns.configure({"moorage": {"root": str(Path(__file__).resolve().parent)}})
 '''
-
-
-def base_rootfs_tar() -> bytes:
-    """A root filesystem with /bin/sh, cat and false: enough for RUN steps."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for d in ("bin", "lib", "lib/x86_64-linux-gnu", "lib64", "tmp", "etc"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
-            tar.addfile(info)
-        for dest, src in BASE_FILES.items():
-            data = Path(os.path.realpath(src)).read_bytes()
-            info = tarfile.TarInfo(dest)
-            info.size, info.mode = len(data), 0o755
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="session")
-def docker_client():
-    require_docker()
-    import docker
-
-    client = docker.from_env()
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def base_image(docker_client):
-    """moorage-test/base:<random>, created for this session and removed after it."""
-    for src in BASE_FILES.values():
-        if not Path(src).exists():
-            pytest.skip(f"{src} is missing on this machine (needed for the test base image)")
-    ref = f"moorage-test/base:{uuid.uuid4().hex[:8]}"
-    repo, tag = ref.split(":")
-    docker_client.api.import_image_from_data(base_rootfs_tar(), repository=repo, tag=tag)
-    yield ref
-    docker_client.api.remove_image(ref, force=True)
-
-
-def remove_release_images(client, release: str, base: str) -> None:
-    """This test's images, and the untagged layers a failed build of them left behind."""
-    import docker.errors
-
-    for img in client.api.images():
-        for tag in img.get("RepoTags") or []:
-            if tag.startswith(f"{release}/"):
-                client.api.remove_image(tag, force=True)
-    base_id = client.api.inspect_image(base)["Id"]
-    for img in client.api.images(filters={"dangling": True}):
-        try:
-            if base_id in {h["Id"] for h in client.api.history(img["Id"])}:
-                client.api.remove_image(img["Id"], force=True)
-        except docker.errors.NotFound:
-            pass
 
 
 class Demo:

@@ -14,13 +14,22 @@ from invoke import Collection
 
 def namespace(root: Path) -> Collection:
     """The root collection, with ``moorage.root`` defaulting to the project folder."""
-    from . import doctor
+    from . import deploy, dev, doctor
 
     ns = Collection()
     ns.add_task(doctor.doctor)
+    ns.add_task(deploy.deploy)
+    ns.add_collection(dev.ns)
     # Collections register below this line.
     from . import chart
 
     ns.add_collection(chart.ns)
+    from . import images
+
+    ns.add_collection(images.ns)
+    from . import backup, db
+
+    ns.add_collection(db.ns)
+    ns.add_collection(backup.ns)
     ns.configure({"moorage": {"root": str(root)}})
     return ns

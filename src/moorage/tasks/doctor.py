@@ -23,7 +23,10 @@ def doctor(ctx, env=None, json=False, skip_cluster=False):
     if not skip_cluster:
         from .. import kube
 
-        cluster_checks = checks_mod.check_context(proj, environment, kube.current_context, kube.describe_cluster)
+        def reachable(name):
+            return f"Kubernetes {kube.ping(kube.client(name))} reachable"
+
+        cluster_checks = checks_mod.check_context(proj, environment, kube.current_context, reachable)
         checks += cluster_checks
         try:
             context = environment.context or kube.current_context()

@@ -1,0 +1,375 @@
+"""The deploy pipeline: preflight → build → deliver → helm → wait → smoke → summary.
+
+This is the orchestration floor: it observes the world through the
+capabilities (images, helm, kube, readiness, smoke), asks ``moorage.plan`` for
+the steps, and executes them, timing each phase. ``--dry-run`` stops after the
+plan. The same pipeline serves ``dev.deploy`` (local clusters) and ``deploy``
+(staging and production from CI, where images are pushed to the registry).
+
+Failure policy, as in Skaffold/Garden: after an upgrade that does not become
+ready (or fails its smoke tests) the release is rolled back to the revision
+that was deployed before, unless ``no_rollback``; a failed first install is
+left in place for inspection, with the commands to clean it up. Ctrl-C is
+turned into a line that says what state things are in; helm itself is never
+cut half-way (see ``proc.run(shield=True)``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import helm, plan
+from .config import Environment, Project, guard_context, load_secrets, load_values
+from .errors import Interrupted, MoorageError, OperationFailed, UserError
+from .report import Reporter
+
+
+@dataclass
+class Options:
+    dry_run: bool = False
+    force: bool = False
+    no_rollback: bool = False
+    smoke: bool | None = None  # None: run them unless nothing changed
+    native_wait: bool = False
+    allow_production: bool = False
+
+
+@dataclass
+class Summary:
+    environment: str
+    namespace: str
+    release: str
+    status: str = "planned"
+    revision: int | None = None
+    images: dict[str, str] = field(default_factory=dict)
+    built: list[str] = field(default_factory=list)
+    delivered: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    smoke: list[dict[str, Any]] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    plan: list[str] = field(default_factory=list)
+    rolled_back_to: int | None = None
+    diagnostics: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass
+class Cluster:
+    """A connected environment: its context, API client and release state."""
+
+    project: Project
+    env: Environment
+    context: str
+    api: Any
+    release: helm.Release | None
+    revisions: list[helm.Revision]
+
+    @property
+    def selector(self) -> str:
+        return f"app.kubernetes.io/instance={self.project.release}"
+
+
+class Phases:
+    """Times each phase and remembers which one is running (for Ctrl-C messages)."""
+
+    def __init__(self, summary: Summary, reporter: Reporter):
+        self.summary = summary
+        self.reporter = reporter
+        self.current = "preflight"
+
+    @contextmanager
+    def __call__(self, name: str, title: str | None = None) -> Iterator[None]:
+        self.current = name
+        if title:
+            self.reporter.step(title)
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.summary.phases[name] = round(time.monotonic() - start, 3)
+
+
+def ensure_minikube(env: Environment, context: str, *, dry_run: bool, reporter: Reporter) -> None:
+    """Start minikube when the environment asks for it and its profile is not running."""
+    from . import proc
+
+    if not env.start_minikube or context != "minikube" and env.cluster != "minikube":
+        return
+    profile = context or "minikube"
+    state = proc.run(["minikube", "-p", profile, "status", "--format", "{{.APIServer}}"], timeout=60,
+                     check=False, what="minikube status").stdout.strip()
+    if state == "Running":
+        return
+    if dry_run:
+        reporter.line(f"would start minikube profile '{profile}' (it is {state or 'not running'})")
+        return
+    with reporter.progress(f"starting minikube profile '{profile}'"):
+        proc.run(["minikube", "start", "-p", profile], timeout=900, what="minikube start",
+                 hint="see `minikube logs`; or start the cluster yourself and re-run")
+
+
+def connect(project: Project, env: Environment, *, dry_run: bool = False, reporter: Reporter | None = None,
+            allow_production: bool = False, read_release: bool = True) -> Cluster:
+    """Resolve the context, refuse unsafe ones, check the cluster answers, read the release."""
+    from . import kube
+
+    if env.production and not allow_production:
+        raise UserError(f"environment '{env.name}' is production: the dev.* tasks do not touch it",
+                        f"deploy it from CI with: inv deploy --env {env.name}")
+    context = kube.resolve_context(env.context)
+    guard_context(project, env, context)
+    if reporter is not None:
+        ensure_minikube(env, context, dry_run=dry_run, reporter=reporter)
+    api = kube.client(context)
+    release = helm.status(project.release, env.namespace, context) if read_release else None
+    revisions = helm.history(project.release, env.namespace, context) if release else []
+    return Cluster(project, env, context, api, release, revisions)
+
+
+def run(project: Project, env: Environment, options: Options, reporter: Reporter,
+        on_plan: Callable[[plan.DeployPlan], None] | None = None) -> Summary:
+    """Deploy ``env``; returns the summary, raises the project's errors on failure."""
+    from . import images
+
+    summary = Summary(env.name, env.namespace, project.release)
+    phase = Phases(summary, reporter)
+    try:
+        with phase("preflight", f"preflight: environment {env.name}"):
+            env_values = load_values(env)
+            secrets = load_secrets(project, env)
+            helm_major = helm.major_version()
+            cluster = connect(project, env, dry_run=options.dry_run, reporter=reporter,
+                              allow_production=options.allow_production)
+            helm.check_not_pending(cluster.release, cluster.revisions, cluster.context)
+            deployed_digest = (helm.deployed_digest(project.release, env.namespace, cluster.context)
+                               if cluster.release else "")
+            target = images.observe(project, env, context=cluster.context)
+            refs = {s.name: (s.repository, s.tag) for s in target.states}
+            summary.images = {s.name: s.ref for s in target.states}
+            engine_shared = target.engine.cluster_reads_it
+            in_cluster = (set() if engine_shared else
+                          images.cluster_images(target.cluster, [s.ref for s in target.states],
+                                                client=target.client) or set())
+            image_layer = helm.image_values(project, refs)
+            secret_layer = helm.secret_values(project, secrets)
+            digest = plan.release_digest(project.chart, [env_values, image_layer, secret_layer])
+            states = [plan.ImageState(s.name, s.ref, s.ref in target.present,
+                                      engine_shared or images.normalise_ref(s.ref) in in_cluster)
+                      for s in target.states]
+            release_state = (plan.ReleaseState(cluster.release.revision, cluster.release.status, deployed_digest)
+                             if cluster.release else None)
+            decided = plan.decide(
+                environment=env.name, namespace=env.namespace, context=cluster.context,
+                cluster=target.cluster.kind, delivery=_delivery_label(target), images=states,
+                release=release_state, digest=digest, force=options.force,
+                smoke=[c.name for c in env.smoke],
+                values_files=[str(env.values_file.relative_to(project.root)), "<generated images>",
+                              "<private secrets>"],
+            )
+            if decided.upgrade:
+                # Render first: values the chart's schema rejects stop here, before anything is built.
+                _render(project, env, image_layer, secret_layer, digest, secrets)
+        summary.plan = decided.lines()
+        if on_plan:
+            on_plan(decided)
+        if options.dry_run:
+            summary.status = "dry-run"
+            return summary
+
+        if decided.build:
+            with phase("build", f"build: {', '.join(decided.build)}"):
+                planned = [p for p in images.plan_builds(target.states, target.present, force=options.force)
+                           if p.name in decided.build]
+                states_now = images.pull_missing_bases(target, project, env, planned, reporter=reporter)
+                for state in states_now:
+                    if state.name in decided.build:
+                        images.build(target.client, state, target.contexts[state.name], reporter=reporter,
+                                     nocache=False)
+                summary.built = list(decided.build)
+        if decided.deliver:
+            with phase("deliver", f"deliver: {', '.join(decided.deliver)} via {decided.delivery}"):
+                steps = images.delivery_plan(target.cluster, [summary.images[n] for n in decided.deliver],
+                                             in_cluster, engine_shared=engine_shared)
+                images.deliver(steps, client=target.client, reporter=reporter)
+                summary.delivered = list(decided.deliver)
+
+        revision = cluster.release.revision if cluster.release else None
+        if decided.upgrade:
+            with phase("helm", f"helm: {'install' if decided.first_install else 'upgrade'} {project.release}"):
+                layers = {"images": helm.merge(image_layer, {"global": {"deployDigest": digest}}),
+                          "secrets": secret_layer}
+                with helm.private_values(layers) as files:
+                    args = helm.upgrade_command(project.release, project.chart, env,
+                                                [env.values_file, files["images"], files["secrets"]],
+                                                helm_major, context=cluster.context,
+                                                native_wait=options.native_wait)
+                    try:
+                        helm.run(args, timeout=env.timeout + 60, secrets=list(secrets.values()),
+                                 what="helm upgrade", shield=True,
+                                 values_hint=f"fix {env.values_file.relative_to(project.root)}")
+                    except OperationFailed as exc:
+                        _recover(cluster, decided, options, summary, reporter, helm_major, str(exc.message))
+                        raise
+                now = helm.status(project.release, env.namespace, cluster.context)
+                revision = now.revision if now else revision
+        else:
+            reporter.ok(f"release {project.release} is up to date (revision {revision}): nothing to build, "
+                        "deliver or upgrade")
+        summary.revision = revision
+
+        with phase("wait", "wait: readiness"):
+            _wait(cluster, summary, reporter, helm_major, decided, options)
+
+        run_smoke = options.smoke if options.smoke is not None else decided.upgrade
+        if env.smoke and run_smoke:
+            with phase("smoke", "smoke tests"):
+                _smoke(cluster, summary, reporter, helm_major, decided, options)
+        elif env.smoke:
+            reporter.line("smoke tests skipped: nothing changed (run them with --smoke)")
+        summary.status = "deployed" if decided.upgrade else "up-to-date"
+        summary.urls = urls(project, env)
+        return summary
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted_state(phase.current, summary)) from None
+    except Interrupted as exc:
+        raise Interrupted(f"{exc.message}; {_interrupted_state(phase.current, summary)}") from None
+
+
+def _delivery_label(target) -> str:
+    if target.engine.cluster_reads_it:
+        return "none"
+    return plan.delivery_for(target.cluster.kind, target.engine.runtime)
+
+
+def _render(project: Project, env: Environment, image_layer: dict, secret_layer: dict, digest: str,
+            secrets: dict[str, str]) -> None:
+    layers = {"images": helm.merge(image_layer, {"global": {"deployDigest": digest}}), "secrets": secret_layer}
+    with helm.private_values(layers) as files:
+        args = helm.template_command(project.release, project.chart, env.namespace,
+                                     [env.values_file, files["images"], files["secrets"]])
+        helm.run(args, timeout=120, secrets=list(secrets.values()), what="helm template",
+                 values_hint=f"fix {env.values_file.relative_to(project.root)}")
+
+
+def _interrupted_state(current: str, summary: Summary) -> str:
+    states = {
+        "preflight": "nothing was changed",
+        "build": "no change was made to the cluster (finished image builds are kept)",
+        "deliver": "the cluster was not upgraded (images already delivered stay cached)",
+        "helm": "helm finished its step; check the release with `inv dev.status`",
+        "wait": f"revision {summary.revision} is applied but its readiness was not confirmed; "
+                "check with `inv dev.status`",
+        "smoke": f"revision {summary.revision} is ready; smoke tests did not finish",
+    }
+    return f"interrupted during {current}: {states.get(current, 'see `inv dev.status`')}"
+
+
+def _wait(cluster: Cluster, summary: Summary, reporter: Reporter, helm_major: int,
+          decided: plan.DeployPlan, options: Options) -> None:
+    from . import readiness
+
+    project, env = cluster.project, cluster.env
+    objects = helm.manifest(project.release, env.namespace, cluster.context)
+    resources = [readiness.Resource.of(kind, name, ns) for kind, name, ns in helm.resources_to_wait(objects, env.namespace)]
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = project.diagnostics_dir / f"{env.name}-{stamp}"
+    try:
+        readiness.wait_with_view(cluster.api, resources, env.timeout, reporter, label_selector=cluster.selector,
+                                 diagnostics_dir=out_dir, namespace=env.namespace,
+                                 extra=_helm_extra(cluster))
+    except OperationFailed as exc:
+        summary.diagnostics = str(out_dir) if out_dir.exists() else None
+        _recover(cluster, decided, options, summary, reporter, helm_major, exc.message)
+        raise
+
+
+def _smoke(cluster: Cluster, summary: Summary, reporter: Reporter, helm_major: int,
+           decided: plan.DeployPlan, options: Options) -> None:
+    from . import kube, smoke
+
+    env = cluster.env
+
+    def forward(namespace: str, service: str, port: int):
+        return kube.port_forward(cluster.api, namespace, service, port)
+
+    results = smoke.run_checks(env.smoke, env.namespace, cluster.project.release, forward)
+    summary.smoke = [r.as_dict() for r in results]
+    reporter.table(["check", "ok", "url", "detail"],
+                   [[r.name, "yes" if r.ok else "NO", r.url, r.detail] for r in results], title="smoke tests")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        message = f"smoke test '{failed[0].name}' failed: {failed[0].detail}"
+        _recover(cluster, decided, options, summary, reporter, helm_major, message)
+        raise OperationFailed(message, "see the table above; `inv dev.logs --component backend` shows the logs")
+
+
+def _helm_extra(cluster: Cluster) -> dict[str, str]:
+    from . import proc
+
+    project, env = cluster.project, cluster.env
+    extra = {}
+    for name, args in (("helm-status.txt", ["status", project.release]),
+                       ("helm-history.txt", ["history", project.release])):
+        result = proc.run(["helm", *args, "--namespace", env.namespace, "--kube-context", cluster.context],
+                          timeout=60, check=False, what=f"helm {args[0]}")
+        extra[name] = result.stdout + result.stderr
+    return extra
+
+
+def _recover(cluster: Cluster, decided: plan.DeployPlan, options: Options, summary: Summary,
+             reporter: Reporter, helm_major: int, reason: str) -> None:
+    """Roll back a failed upgrade; leave a failed first install for inspection, saying how to clean up."""
+    from . import proc
+
+    project, env = cluster.project, cluster.env
+    target = f"--namespace {env.namespace} --kube-context {cluster.context}"
+    if not decided.upgrade:
+        return
+    if decided.rollback_to is None:
+        reporter.line(f"the first install failed ({reason}); it is left in place for inspection. "
+                      f"Clean up with: inv dev.undeploy --env {env.name} (or helm uninstall {project.release} {target})")
+        return
+    if options.no_rollback:
+        reporter.line(f"not rolling back (--no-rollback); to do it: inv dev.rollback --env {env.name} "
+                      f"--revision {decided.rollback_to}")
+        return
+    reporter.step(f"rolling back to revision {decided.rollback_to}")
+    args = helm.rollback_command(project.release, decided.rollback_to, env.namespace, cluster.context,
+                                 env.timeout, helm_major)
+    try:
+        proc.run(args, timeout=env.timeout + 60, what="helm rollback", shield=True)
+    except MoorageError as exc:
+        reporter.line(f"rollback failed too: {exc.line()}")
+        return
+    summary.rolled_back_to = decided.rollback_to
+    reporter.line(f"rolled back to revision {decided.rollback_to}: the previous release is serving again")
+
+
+def urls(project: Project, env: Environment) -> list[str]:
+    """Where to open the application: the Ingress host if one is set, else a port-forward."""
+    values = load_values(env)
+    ingress = values.get("ingress") or {}
+    found = []
+    if ingress.get("enabled") and ingress.get("host"):
+        scheme = "https" if ingress.get("tls") else "http"
+        found.append(f"{scheme}://{ingress['host']}/")
+    found.append(f"http://127.0.0.1:8080/ after `inv dev.port-forward --env {env.name} --service frontend`")
+    return found
+
+
+def print_summary(summary: Summary, reporter: Reporter) -> None:
+    rows = [[name, f"{seconds:.1f}s"] for name, seconds in summary.phases.items()]
+    reporter.table(["phase", "time"], rows, title=f"{summary.release} in {summary.namespace}: {summary.status}"
+                   + (f", revision {summary.revision}" if summary.revision else ""))
+    for url in summary.urls:
+        reporter.line(f"open: {url}")
+

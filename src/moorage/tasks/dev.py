@@ -1,0 +1,150 @@
+"""``dev.*``: the local loop — deploy, status, logs, port-forward, rollback, undeploy."""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from ._boundary import confirm, mtask, project, reporter
+
+ENV_HELP = "environment (default: MOORAGE_ENV, then config, then dev)"
+
+
+@mtask(help={
+    "env": ENV_HELP,
+    "dry_run": "print the plan (images, delivery, helm command and values files) and change nothing",
+    "force": "rebuild every image and upgrade even if nothing changed",
+    "no_rollback": "leave a failed upgrade in place instead of rolling back",
+    "smoke": "run the smoke tests even when nothing changed",
+    "json": "print the summary as JSON on stdout (progress goes to stderr)",
+})
+def deploy(ctx, env=None, dry_run=False, force=False, no_rollback=False, smoke=False, json=False):
+    """Build changed images, load them into the cluster, helm upgrade, wait for readiness, smoke test."""
+    from .. import deploy as pipeline
+
+    proj = project(ctx)
+    environment = proj.env(env)
+    out = reporter(json)
+    options = pipeline.Options(dry_run=dry_run, force=force, no_rollback=no_rollback, smoke=True if smoke else None)
+    summary = pipeline.run(proj, environment, options, out,
+                           on_plan=(lambda p: [out.line(line) for line in p.lines()]) if dry_run else None)
+    if json:
+        out.emit_json(summary.as_dict())
+    elif not dry_run:
+        pipeline.print_summary(summary, out)
+
+
+@mtask(help={"env": ENV_HELP, "json": "print the status as JSON"})
+def status(ctx, env=None, json=False):
+    """Show the release, its revision history, the images it runs and the state of each workload."""
+    from .. import release
+
+    proj = project(ctx)
+    environment = proj.env(env)
+    out = reporter(json)
+    report = release.collect_status(proj, environment)
+    if json:
+        out.emit_json(report.as_dict())
+    else:
+        release.show_status(report, out)
+
+
+@mtask(help={
+    "env": ENV_HELP,
+    "component": "component whose pods to show (backend, worker, frontend, postgresql, redis)",
+    "follow": "keep streaming new lines (Ctrl-C to stop)",
+    "tail": "lines of history to show first",
+    "previous": "the previous (crashed) container instance",
+})
+def logs(ctx, env=None, component="backend", follow=False, tail=100, previous=False):
+    """Show (or follow) the logs of a component's pods."""
+    from .. import deploy as pipeline
+    from .. import kube
+
+    proj = project(ctx)
+    environment = proj.env(env)
+    cluster = pipeline.connect(proj, environment)
+    selector = f"app.kubernetes.io/instance={proj.release},app.kubernetes.io/component={component}"
+    try:
+        kube.stream_logs(cluster.api, environment.namespace, selector, tail=int(tail), follow=follow,
+                         previous=previous, write=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        pass
+
+
+@mtask(name="port-forward", help={
+    "env": ENV_HELP,
+    "service": "component whose Service to forward (the Service <release>-<service>)",
+    "port": "Service port (default: the first port of the Service)",
+    "local_port": "local port to listen on (default: the same as --port, or a free one if taken)",
+})
+def port_forward(ctx, env=None, service="frontend", port=None, local_port=None):
+    """Forward a local port to a Service of the release until Ctrl-C (no kubectl needed)."""
+    import threading
+
+    from .. import deploy as pipeline
+    from .. import kube
+
+    proj = project(ctx)
+    environment = proj.env(env)
+    cluster = pipeline.connect(proj, environment)
+    name = f"{proj.release}-{service}"
+    remote = int(port) if port else kube.service_port(cluster.api, environment.namespace, name)
+    wanted = int(local_port) if local_port else remote
+    out = reporter()
+    try:
+        with kube.port_forward(cluster.api, environment.namespace, name, remote, local_port=wanted) as bound:
+            out.line(f"forwarding http://127.0.0.1:{bound} -> svc/{name}:{remote} (Ctrl-C to stop)")
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        out.line("port-forward stopped")
+
+
+@mtask(help={
+    "env": ENV_HELP,
+    "revision": "revision to return to (default: the one before the current)",
+    "dry_run": "print the rollback command and change nothing",
+    "yes": "do not ask for confirmation (needed without a terminal on a non-dev environment)",
+})
+def rollback(ctx, env=None, revision=None, dry_run=False, yes=False):
+    """Roll the release back to an earlier revision and wait until it is ready."""
+    from .. import release
+
+    proj = project(ctx)
+    environment = proj.env(env)
+    out = reporter()
+    target = release.rollback_target(proj, environment, int(revision) if revision else None)
+    out.line(f"roll back {proj.release} in {environment.namespace} from revision {target.current} "
+             f"to revision {target.revision}")
+    if dry_run:
+        out.line("dry run: " + " ".join(target.command))
+        return
+    if environment.name != "dev":
+        confirm(f"roll back {proj.release} in {environment.namespace} to revision {target.revision}?", yes=yes)
+    release.rollback(proj, environment, target, out)
+
+
+@mtask(help={
+    "env": ENV_HELP,
+    "purge": "also delete the release's PersistentVolumeClaims (DATA IS LOST)",
+    "dry_run": "print what would be removed and change nothing",
+    "yes": "do not ask for confirmation (needed without a terminal for --purge or a non-dev environment)",
+})
+def undeploy(ctx, env=None, purge=False, dry_run=False, yes=False):
+    """Uninstall the release; data volumes are kept unless --purge."""
+    from .. import release
+
+    proj = project(ctx)
+    environment = proj.env(env)
+    out = reporter()
+    plan = release.undeploy_plan(proj, environment, purge=purge)
+    for line in plan.lines():
+        out.line(line)
+    if dry_run:
+        return
+    if purge or environment.name != "dev":
+        confirm(f"uninstall {proj.release} from {environment.namespace}"
+                + (" and DELETE its volumes" if purge else "") + "?", yes=yes)
+    release.undeploy(proj, environment, plan, out)
+
+
+ns = Collection("dev", deploy, status, logs, port_forward, rollback, undeploy)

@@ -1,0 +1,272 @@
+"""`inv dev.deploy` end to end against the fake cluster: real Docker builds, real chart rendering,
+the real Kubernetes client watching, port-forwarding and reading logs over HTTP.
+
+The project is a temporary copy of the real chart with tiny images (built FROM
+the test base image in a second or two), deployed to a kind-like cluster whose
+``kind``/``helm`` are recording stand-ins (tests/fixtures/fake_cluster.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.docker_images import remove_release_images
+from tests.fixtures.fake_cluster import FakeCluster
+from tests.fixtures.kubeapi import unreachable_kubeconfig
+from tests.fixtures.tools import require_tool
+
+pytestmark = [pytest.mark.docker, pytest.mark.helm]
+
+REPO = Path(__file__).resolve().parents[2]
+INV = str(Path(sys.executable).with_name("inv"))
+SECRET = "pg-secret-7f3a9c"
+
+
+class Project:
+    def __init__(self, root: Path, cluster: FakeCluster, release: str):
+        self.root, self.cluster, self.release = root, cluster, release
+
+    def inv(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        child = {**os.environ, **self.cluster.env(), **(env or {})}
+        for key in ("MOORAGE_ENV", "MOORAGE_DEBUG", "POSTGRES_PASSWORD"):
+            child.pop(key, None)
+        child.update(env or {})
+        return subprocess.run([INV, *args], cwd=self.root, capture_output=True, text=True, env=child, timeout=300)
+
+    def deploy_json(self, *args: str, env: dict | None = None) -> dict:
+        result = self.inv("dev.deploy", "--json", *args, env=env)
+        assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+        return json.loads(result.stdout)
+
+
+@pytest.fixture
+def project(tmp_path, kubeapi, base_image, docker_client):
+    require_tool("helm")
+    release = f"mdt{uuid.uuid4().hex[:6]}"  # images are <release>/<name>: unique per test, removed after
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "chart", root / "chart")
+    (root / "environments").mkdir()
+    shutil.copy(REPO / "environments" / "dev.yaml", root / "environments" / "dev.yaml")
+    (root / "tasks.py").write_text((REPO / "tasks.py").read_text())
+    images = ""
+    for name in ("backend", "worker", "frontend"):
+        (root / name).mkdir()
+        (root / name / "main.txt").write_text(f"{name} v1\n")
+        (root / f"Dockerfile.{name}").write_text(f"ARG BASE\nFROM ${{BASE}}\nCOPY {name}/ /srv/\n")
+        (root / f"Dockerfile.{name}.dockerignore").write_text(f"*\n!{name}/\n")
+        images += textwrap.dedent(f"""\
+            - name: {name}
+              dockerfile: Dockerfile.{name}
+              values_key: {name}.image
+              build_args: {{BASE: "{base_image}"}}
+            """)
+    config = textwrap.dedent(f"""\
+        moorage:
+          release: {release}
+          secrets:
+            POSTGRES_PASSWORD: postgresql.auth.password
+          environments:
+            dev:
+              namespace: moorage-dev
+              context: {kubeapi.context}
+              cluster: kind
+              timeout: 30
+              required_secrets: [POSTGRES_PASSWORD]
+              smoke:
+                - {{name: backend-live, service: backend, port: 8000, path: /healthz, json_keys: [status]}}
+                - {{name: frontend-page, service: frontend, port: 8080, path: /}}
+          images:
+        """) + textwrap.indent(images, "    ")
+    (root / "invoke.yaml").write_text(config)
+    (root / ".env.dev").write_text(f"POSTGRES_PASSWORD={SECRET}\n")
+    cluster = FakeCluster(kubeapi, tmp_path)
+    yield Project(root, cluster, release)
+    cluster.close()
+    remove_release_images(docker_client, release, base_image)
+
+
+def upgrades(cluster: FakeCluster) -> list[dict]:
+    return cluster.helm_calls("upgrade")
+
+
+def test_first_deploy_builds_loads_installs_waits_and_smoke_tests(project):
+    summary = project.deploy_json()
+    assert summary["status"] == "deployed" and summary["revision"] == 1
+    assert sorted(summary["built"]) == ["backend", "frontend", "worker"]
+    assert sorted(summary["delivered"]) == ["backend", "frontend", "worker"]
+    assert {s["name"]: s["ok"] for s in summary["smoke"]} == {"backend-live": True, "frontend-page": True}
+    assert set(summary["phases"]) >= {"preflight", "build", "deliver", "helm", "wait", "smoke"}
+    # kind loads exactly the built tags
+    (load,) = project.cluster.kind_loads()
+    assert load.startswith("kind load docker-image --name moorage-fake ")
+    assert sorted(load.split()[5:]) == sorted(summary["images"].values())
+    # helm: upgrade --install with env values, generated images, private secrets
+    (call,) = upgrades(project.cluster)
+    argv = call["argv"]
+    assert argv[:4] == ["upgrade", "--install", project.release, str(project.root / "chart")]
+    assert "--wait=hookOnly" in argv and argv[argv.index("--kube-context") + 1] == "moorage-fake"
+    env_file, images_file, secrets_file = call["values_files"]
+    assert env_file["path"] == str(project.root / "environments" / "dev.yaml")
+    assert f"tag: {summary['images']['backend'].split(':')[1]}" in images_file["content"]
+    assert secrets_file["mode"] == "0o600" and SECRET in secrets_file["content"]
+    assert not Path(secrets_file["path"]).exists(), "the private values file must be removed afterwards"
+    assert all(SECRET not in arg for c in project.cluster.helm_calls() for arg in c["argv"])
+
+
+def test_secrets_never_reach_the_output(project):
+    result = project.inv("dev.deploy")
+    assert result.returncode == 0, result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    assert "smoke tests" in result.stdout and "open: " in result.stdout
+
+
+def test_second_deploy_with_nothing_changed_builds_loads_and_upgrades_nothing(project):
+    project.deploy_json()
+    summary = project.deploy_json()
+    assert summary["status"] == "up-to-date"
+    assert summary["built"] == [] and summary["delivered"] == []
+    assert len(upgrades(project.cluster)) == 1 and len(project.cluster.kind_loads()) == 1
+    assert f"release {project.release} is up to date" in project.inv("dev.deploy").stdout
+
+
+def test_one_changed_image_is_rebuilt_loaded_and_upgraded(project):
+    first = project.deploy_json()
+    (project.root / "worker" / "main.txt").write_text("worker v2\n")
+    second = project.deploy_json()
+    assert second["built"] == ["worker"] and second["delivered"] == ["worker"]
+    assert second["images"]["worker"] != first["images"]["worker"]
+    assert second["images"]["backend"] == first["images"]["backend"]
+    assert second["revision"] == 2
+
+
+def test_failed_upgrade_fails_fast_with_the_reason_and_rolls_back(project):
+    project.deploy_json()
+    project.cluster.controller.behaviour["backend"] = "crashloop"
+    (project.root / "backend" / "main.txt").write_text("backend v2 (broken)\n")
+    result = project.inv("dev.deploy")
+    assert result.returncode == 1
+    out = result.stdout + result.stderr
+    assert "CrashLoopBackOff" in out
+    assert "rolled back to revision 1" in out
+    assert "Traceback: boom" in out, "the previous container's log tail is shown"
+    (rollback,) = project.cluster.helm_calls("rollback")
+    assert rollback["argv"][1:3] == [project.release, "1"]
+    diagnostics = list((project.root / ".moorage" / "diagnostics").glob("dev-*"))
+    assert diagnostics and (diagnostics[0] / "helm-history.txt").exists()
+    assert project.cluster.release()["revisions"][-1]["description"] == "Rollback to 1"
+
+
+def test_no_rollback_leaves_the_failed_revision(project):
+    project.deploy_json()
+    project.cluster.controller.behaviour["backend"] = "crashloop"
+    (project.root / "backend" / "main.txt").write_text("backend v2 (broken)\n")
+    result = project.inv("dev.deploy", "--no-rollback")
+    assert result.returncode == 1
+    assert "not rolling back (--no-rollback)" in result.stdout + result.stderr
+    assert project.cluster.helm_calls("rollback") == []
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(project, docker_client):
+    result = project.inv("dev.deploy", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    for line in ("build    backend", "deliver  backend via kind-load", "helm     install with values"):
+        assert line in result.stdout
+    assert upgrades(project.cluster) == [] and project.cluster.kind_loads() == []
+    assert not [t for i in docker_client.api.images() for t in (i.get("RepoTags") or [])
+                if t.startswith(f"{project.release}/")]
+
+
+def test_status_rollback_and_undeploy(project):
+    project.deploy_json()
+    (project.root / "worker" / "main.txt").write_text("worker v2\n")
+    project.deploy_json()
+    status = json.loads(project.inv("dev.status", "--json").stdout)
+    assert status["revision"] == 2 and status["state"] == "deployed"
+    states = {r["resource"]: r["state"] for r in status["resources"]}
+    assert states[f"deployment/{project.release}-backend"] == "ready"
+    result = project.inv("dev.rollback")
+    assert result.returncode == 0, result.stderr
+    assert project.cluster.helm_calls("rollback")[0]["argv"][1:3] == [project.release, "1"]
+    claim = f"data-{project.release}-postgresql-0"
+    plan = project.inv("dev.undeploy", "--dry-run")
+    assert f"keep 1 PersistentVolumeClaim(s): {claim}" in plan.stdout
+    refused = project.inv("dev.undeploy", "--purge")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert project.cluster.helm_calls("uninstall") == []
+    done = project.inv("dev.undeploy", "--purge", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert project.cluster.release() is None
+    assert project.cluster.kubeapi.get("PersistentVolumeClaim", "moorage-dev", claim) is None
+
+
+# --- bad input: one clear line, exit 2, nothing changed ------------------------------------------
+
+
+def assert_one_line_and_nothing_changed(project, result, expected: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and expected in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert upgrades(project.cluster) == [] and project.cluster.kind_loads() == []
+
+
+def test_unreachable_cluster(project, tmp_path):
+    dead = unreachable_kubeconfig(tmp_path, context="moorage-fake")
+    result = project.inv("dev.deploy", env={"KUBECONFIG": str(dead)})
+    assert_one_line_and_nothing_changed(project, result, "is unreachable")
+
+
+def test_wrong_context(project):
+    config = (project.root / "invoke.yaml").read_text().replace("context: moorage-fake", "context: kind-other")
+    (project.root / "invoke.yaml").write_text(config)
+    result = project.inv("dev.deploy")
+    assert_one_line_and_nothing_changed(project, result, "kube context 'kind-other' is not in")
+
+
+def test_production_context_is_refused(project):
+    config = (project.root / "invoke.yaml").read_text()
+    config = config.replace("    dev:\n", "    prod:\n      production: true\n      context: moorage-fake\n    dev:\n")
+    (project.root / "invoke.yaml").write_text(config)
+    (project.root / "environments" / "prod.yaml").write_text("{}\n")
+    result = project.inv("dev.deploy")
+    assert_one_line_and_nothing_changed(project, result, "belongs to production environment 'prod'")
+
+
+def test_helm_missing(project, tmp_path):
+    bare = tmp_path / "bare-bin"
+    bare.mkdir()
+    for tool in ("kind", "docker"):
+        (bare / tool).symlink_to(project.cluster.bin / tool)
+    result = project.inv("dev.deploy", env={"PATH": f"{bare}{os.pathsep}{Path(sys.executable).parent}"})
+    assert_one_line_and_nothing_changed(project, result, "'helm' is not installed")
+
+
+def test_docker_down(project, tmp_path):
+    result = project.inv("dev.deploy", env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
+    assert_one_line_and_nothing_changed(project, result, "is not reachable")
+
+
+def test_unknown_environment(project):
+    result = project.inv("dev.deploy", "--env", "qa")
+    assert_one_line_and_nothing_changed(project, result, "unknown environment 'qa' (known: dev)")
+
+
+def test_missing_secret(project):
+    (project.root / ".env.dev").write_text("POSTGRES_PASSWORD=\n")
+    result = project.inv("dev.deploy")
+    assert_one_line_and_nothing_changed(project, result, "required secret POSTGRES_PASSWORD")
+
+
+def test_values_rejected_by_the_chart_schema(project):
+    (project.root / "environments" / "dev.yaml").write_text("backend:\n  replicaCount: many\n")
+    result = project.inv("dev.deploy")
+    assert_one_line_and_nothing_changed(project, result, "the values were rejected by the chart")
