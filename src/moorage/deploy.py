@@ -37,6 +37,10 @@ class Options:
     smoke: bool | None = None  # None: run them unless nothing changed
     native_wait: bool = False
     allow_production: bool = False
+    # Take a verified backup before an upgrade that has pending migrations (``deploy`` to shared
+    # environments). The database is the environment's pod, or DATABASE_URL (external PostgreSQL).
+    backup_before_migrations: bool = False
+    alembic_ini: str = "app/backend/alembic.ini"
 
 
 @dataclass
@@ -55,6 +59,7 @@ class Summary:
     plan: list[str] = field(default_factory=list)
     rolled_back_to: int | None = None
     diagnostics: str | None = None
+    backup: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -203,6 +208,9 @@ def run(project: Project, env: Environment, options: Options, reporter: Reporter
                 summary.delivered = list(decided.deliver)
 
         revision = cluster.release.revision if cluster.release else None
+        if decided.upgrade and options.backup_before_migrations and cluster.release is not None:
+            with phase("backup", "backup: before pending migrations"):
+                summary.backup = backup_if_migrating(project, env, options, reporter)
         if decided.upgrade:
             with phase("helm", f"helm: {'install' if decided.first_install else 'upgrade'} {project.release}"):
                 layers = {"images": helm.merge(image_layer, {"global": {"deployDigest": digest}}),
@@ -242,6 +250,25 @@ def run(project: Project, env: Environment, options: Options, reporter: Reporter
         raise Interrupted(_interrupted_state(phase.current, summary)) from None
     except Interrupted as exc:
         raise Interrupted(f"{exc.message}; {_interrupted_state(phase.current, summary)}") from None
+
+
+def backup_if_migrating(project: Project, env: Environment, options: Options, reporter: Reporter) -> str | None:
+    """A verified backup when the new code has migrations the database has not applied; its path, or None."""
+    from . import backup, db
+
+    target = db.target_for(project, env, None)
+    current = db.database_info(target)["alembic_heads"]
+    status = db.migration_status(project.root / options.alembic_ini, current)
+    if not status.pending:
+        reporter.line("no pending migrations: no backup needed")
+        return None
+    names = ", ".join(r.revision for r in status.pending)
+    reporter.line(f"pending migrations ({names}): taking a verified backup first")
+    taken = backup.create_backup(target, backup.backup_dir(project.backups_dir, env.name), environment=env.name,
+                                 label="pre-upgrade")
+    backup.verify_backup(taken)
+    reporter.ok(f"backup {taken.path.name} verified")
+    return str(taken.path)
 
 
 def _delivery_label(target) -> str:

@@ -9,10 +9,11 @@ networking so it reaches the session's PostgreSQL and Redis on loopback.
 
 from __future__ import annotations
 
-import io
+import json
 import os
+import shutil
 import subprocess
-import tarfile
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest
 
 from tests.fixtures import servers
 from tests.fixtures.servers import REPO, Database, free_port, wait_for
-from tests.fixtures.tools import missing, require_docker
+from tests.fixtures.tools import missing
 
 # Fixtures of tests/fixtures/servers.py, registered in this module by name.
 postgres_server = servers.postgres_server
@@ -29,59 +30,38 @@ redis_server = servers.redis_server
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.redis]
 
-TAG = "itest"
+INV = str(Path(sys.executable).with_name("inv"))
 PYTHON_BASE = os.environ.get("MOORAGE_PYTHON_IMAGE", "local/python:3.11-slim")
 NGINX_BASE = os.environ.get("MOORAGE_NGINX_IMAGE", "local/nginx:bookworm")
 CA_BUNDLE = Path(os.environ.get("MOORAGE_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
 RUN_LIMITS = {"read_only": True, "tmpfs": {"/tmp": "rw,size=64m"}, "network_mode": "host"}
 
 
-def build_context(dockerfile: str) -> io.BytesIO:
-    """The repository as `docker build .` would send it (honouring .dockerignore), plus the CA bundle."""
-    from docker.utils.build import exclude_paths
-
-    patterns = [
-        line.strip()
-        for line in (REPO / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for relative in sorted(exclude_paths(str(REPO), patterns, dockerfile=dockerfile)):
-            tar.add(REPO / relative, arcname=relative, recursive=False)
-        if CA_BUNDLE.is_file():
-            tar.add(CA_BUNDLE, arcname="moorage-ca.crt")
-    buffer.seek(0)
-    return buffer
+def project_copy(dest: Path) -> Path:
+    """The files `inv images.build` reads: config, tasks, Dockerfiles with their ignore files, the app."""
+    for name in ("tasks.py", "invoke.yaml", ".dockerignore"):
+        shutil.copy(REPO / name, dest / name)
+    for path in REPO.glob("Dockerfile.*"):
+        shutil.copy(path, dest / path.name)
+    shutil.copytree(REPO / "app", dest / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(REPO / "environments", dest / "environments")
+    return dest
 
 
-def build(client, name: str, build_args: dict[str, str]) -> str:
-    tag = f"moorage-test/{name}:{TAG}"
-    log: list[str] = []
-    for chunk in client.api.build(
-        fileobj=build_context(f"Dockerfile.{name}"),
-        custom_context=True,
-        dockerfile=f"Dockerfile.{name}",
-        tag=tag,
-        buildargs=build_args,
-        rm=True,
-        forcerm=True,
-        decode=True,
-    ):
-        log.append(chunk.get("stream", ""))
-        if "error" in chunk:
-            raise AssertionError(f"building {tag} failed: {chunk['error']}\n{''.join(log)[-3000:]}")
-    return tag
+def inv_build(root: Path, *args: str) -> dict:
+    """`inv images.build --json` as a user runs it, against the stand-in bases, with the proxy CA bundle."""
+    env = {**os.environ, "MOORAGE_PYTHON_IMAGE": PYTHON_BASE, "MOORAGE_NGINX_IMAGE": NGINX_BASE,
+           "KUBECONFIG": str(root / "no-kubeconfig")}
+    if CA_BUNDLE.is_file():
+        env["MOORAGE_CA_BUNDLE"] = str(CA_BUNDLE)
+    result = subprocess.run([INV, "images.build", "--json", *args], cwd=root, capture_output=True, text=True,
+                            env=env, timeout=1800)
+    assert result.returncode == 0, f"images.build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return json.loads(result.stdout)
 
 
-@pytest.fixture(scope="session")
-def docker_client():
-    require_docker()
-    import docker
-
-    client = docker.from_env(timeout=300)
-    yield client
-    client.close()
+def actions(summary: dict) -> dict[str, str]:
+    return {i["name"]: i["action"] for i in summary["images"]}
 
 
 @pytest.fixture(scope="session")
@@ -103,12 +83,30 @@ def base_images(docker_client) -> None:
 
 
 @pytest.fixture(scope="session")
-def images(docker_client, base_images) -> dict[str, str]:
-    return {
-        "backend": build(docker_client, "backend", {"PYTHON_IMAGE": PYTHON_BASE}),
-        "worker": build(docker_client, "worker", {"PYTHON_IMAGE": PYTHON_BASE}),
-        "frontend": build(docker_client, "frontend", {"NGINX_IMAGE": NGINX_BASE}),
-    }
+def built(tmp_path_factory, docker_client, base_images) -> tuple[Path, dict]:
+    """The three images built by `inv images.build` in a copy of the project: (project, summary)."""
+    root = project_copy(tmp_path_factory.mktemp("project"))
+    return root, inv_build(root)
+
+
+@pytest.fixture(scope="session")
+def images(built) -> dict[str, str]:
+    return {i["name"]: i["ref"] for i in built[1]["images"]}
+
+
+def test_a_second_build_with_no_change_builds_nothing(built):
+    root, _ = built
+    assert actions(inv_build(root)) == {"backend": "skip", "worker": "skip", "frontend": "skip"}
+
+
+def test_a_one_line_code_change_rebuilds_only_its_image(built, images):
+    root, _ = built
+    tasks = root / "app" / "worker" / "moorage_worker" / "tasks.py"
+    tasks.write_text(tasks.read_text() + "\n# a one-line change\n")
+    summary = inv_build(root)
+    assert actions(summary) == {"backend": "skip", "worker": "build", "frontend": "skip"}
+    refs = {i["name"]: i["ref"] for i in summary["images"]}
+    assert refs["worker"] != images["worker"] and refs["backend"] == images["backend"]
 
 
 @pytest.fixture(scope="session")

@@ -75,6 +75,11 @@ def project(tmp_path, kubeapi, base_image, docker_client):
           secrets:
             POSTGRES_PASSWORD: postgresql.auth.password
           environments:
+            staging:
+              namespace: moorage-staging
+              context: {kubeapi.context}
+              cluster: kind
+              timeout: 30
             dev:
               namespace: moorage-dev
               context: {kubeapi.context}
@@ -87,7 +92,10 @@ def project(tmp_path, kubeapi, base_image, docker_client):
           images:
         """) + textwrap.indent(images, "    ")
     (root / "invoke.yaml").write_text(config)
-    (root / ".env.dev").write_text(f"POSTGRES_PASSWORD={SECRET}\n")
+    (root / "environments" / "staging.yaml").write_text("global:\n  environment: staging\n")
+    shutil.copytree(REPO / "app" / "backend" / "migrations", root / "app" / "backend" / "migrations")
+    shutil.copy(REPO / "app" / "backend" / "alembic.ini", root / "app" / "backend" / "alembic.ini")
+    (root / ".env").write_text(f"POSTGRES_PASSWORD={SECRET}\n")
     cluster = FakeCluster(kubeapi, tmp_path)
     yield Project(root, cluster, release)
     cluster.close()
@@ -257,11 +265,11 @@ def test_docker_down(project, tmp_path):
 
 def test_unknown_environment(project):
     result = project.inv("dev.deploy", "--env", "qa")
-    assert_one_line_and_nothing_changed(project, result, "unknown environment 'qa' (known: dev)")
+    assert_one_line_and_nothing_changed(project, result, "unknown environment 'qa' (known: dev, staging)")
 
 
 def test_missing_secret(project):
-    (project.root / ".env.dev").write_text("POSTGRES_PASSWORD=\n")
+    (project.root / ".env.dev").write_text("POSTGRES_PASSWORD=\n")  # overrides .env for dev
     result = project.inv("dev.deploy")
     assert_one_line_and_nothing_changed(project, result, "required secret POSTGRES_PASSWORD")
 
@@ -270,3 +278,26 @@ def test_values_rejected_by_the_chart_schema(project):
     (project.root / "environments" / "dev.yaml").write_text("backend:\n  replicaCount: many\n")
     result = project.inv("dev.deploy")
     assert_one_line_and_nothing_changed(project, result, "the values were rejected by the chart")
+
+
+# --- deploy to a shared environment: a verified backup before pending migrations ------------------
+
+
+def test_ci_deploy_backs_up_before_pending_migrations_only(project, postgres_database):
+    from tests.fixtures.servers import alembic
+
+    env = {"DATABASE_URL": postgres_database.url, "CI": "true"}
+    first = json.loads(project.inv("deploy", "--env", "staging", "--json", env=env).stdout)
+    assert first["status"] == "deployed" and first["backup"] is None, "a first install has nothing to back up"
+    (project.root / "worker" / "main.txt").write_text("worker v2\n")
+    result = project.inv("deploy", "--env", "staging", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    second = json.loads(result.stdout)
+    backup = Path(second["backup"])
+    assert backup.parent == project.root / "backups" / "staging" and backup.name.endswith(".dump")
+    assert "pending migrations (0001, 0002)" in result.stderr
+    assert postgres_database.url.split("@")[0].split(":")[-1] not in result.stdout + result.stderr
+    alembic("upgrade", "head", database_url=postgres_database.url)
+    (project.root / "worker" / "main.txt").write_text("worker v3\n")
+    third = json.loads(project.inv("deploy", "--env", "staging", "--json", env=env).stdout)
+    assert third["status"] == "deployed" and third["backup"] is None

@@ -24,7 +24,9 @@ def deploy(ctx, env, yes=False, dry_run=False, no_rollback=False, json=False):
     in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
     if environment.production and not dry_run and not in_ci:
         confirm(f"deploy to production environment '{environment.name}' ({environment.namespace})?", yes=yes)
-    options = pipeline.Options(dry_run=dry_run, no_rollback=no_rollback, smoke=True, allow_production=True)
+    options = pipeline.Options(dry_run=dry_run, no_rollback=no_rollback, smoke=True, allow_production=True,
+                               backup_before_migrations=True,
+                               alembic_ini=(ctx.config.get("db", {}) or {}).get("alembic_ini") or "app/backend/alembic.ini")
     summary = pipeline.run(proj, environment, options, out,
                            on_plan=(lambda p: [out.line(line) for line in p.lines()]) if dry_run else None)
     if json:
