@@ -28,6 +28,8 @@ from typing import Any
 from .errors import ConfigError, UserError
 
 CONFIG_FILE = "invoke.yaml"
+#: where db.* find the backend's Alembic configuration (invoke config ``db.alembic_ini``)
+DEFAULT_ALEMBIC_INI = "app/backend/alembic.ini"
 CLUSTER_KINDS = ("auto", "minikube", "kind", "k3d", "docker-desktop", "containerd-local", "remote")
 ENV_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 IMAGE_NAME_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")

@@ -37,12 +37,12 @@ from typing import IO, Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from . import proc
+from .config import DEFAULT_ALEMBIC_INI  # noqa: F401 - re-exported for the db tasks
 from .errors import CommandFailed, ToolMissing, Unreachable, UserError
 
 log = logging.getLogger("moorage.db")
 
 CHUNK = 1 << 20
-DEFAULT_ALEMBIC_INI = "app/backend/alembic.ini"
 MAINTENANCE_DB = "postgres"
 
 # URL query parameters that libpq also reads from the environment.

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import helm, plan
-from .config import Environment, Project, guard_context, load_secrets, load_values
+from .config import DEFAULT_ALEMBIC_INI, Environment, Project, guard_context, load_secrets, load_values
 from .errors import Interrupted, MoorageError, OperationFailed, UserError
 from .report import Reporter
 
@@ -40,7 +40,7 @@ class Options:
     # Take a verified backup before an upgrade that has pending migrations (``deploy`` to shared
     # environments). The database is the environment's pod, or DATABASE_URL (external PostgreSQL).
     backup_before_migrations: bool = False
-    alembic_ini: str = "app/backend/alembic.ini"
+    alembic_ini: str = DEFAULT_ALEMBIC_INI
 
 
 @dataclass
@@ -391,6 +391,18 @@ def urls(project: Project, env: Environment) -> list[str]:
         found.append(f"{scheme}://{ingress['host']}/")
     found.append(f"http://127.0.0.1:8080/ after `inv dev.port-forward --env {env.name} --service frontend`")
     return found
+
+
+def run_and_report(project: Project, env: Environment, options: Options, reporter: Reporter,
+                   json_mode: bool = False) -> Summary:
+    """Run the pipeline and show its result: the plan on --dry-run, the summary table, or JSON."""
+    on_plan = (lambda p: [reporter.line(line) for line in p.lines()]) if options.dry_run else None
+    summary = run(project, env, options, reporter, on_plan=on_plan)
+    if json_mode:
+        reporter.emit_json(summary.as_dict())
+    elif not options.dry_run:
+        print_summary(summary, reporter)
+    return summary
 
 
 def print_summary(summary: Summary, reporter: Reporter) -> None:

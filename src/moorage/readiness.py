@@ -47,6 +47,7 @@ import json
 import logging
 import queue
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -428,6 +429,8 @@ class _Watcher(threading.Thread):
             kwargs["label_selector"] = self.selector
         self.response = response = self._call()(self.namespace, **kwargs)
         try:
+            if self.stop.is_set():  # closed while the request was in flight: close() saw no response
+                return rv
             for line in _lines(response):
                 event = json.loads(line)
                 kind, obj = event.get("type"), event.get("object") or {}
@@ -440,15 +443,27 @@ class _Watcher(threading.Thread):
                     self.out.put(("event", self.kind, self.namespace, kind, obj))
         finally:
             self.response = None
+            # Close before releasing: a watch left mid-stream must never go back to the pool, or the
+            # next request on that connection would read the rest of this stream as its answer.
+            with contextlib.suppress(Exception):
+                response.close()
             with contextlib.suppress(Exception):
                 response.release_conn()
         return rv
 
     def close(self) -> None:
+        """Unblock a read in progress: shut the socket down (closing alone does not wake a reader)."""
         response = self.response
-        if response is not None:
-            with contextlib.suppress(Exception):
-                (getattr(response, "shutdown", None) or response.close)()
+        if response is None:
+            return
+        with contextlib.suppress(Exception):
+            response.shutdown()
+        sock = getattr(getattr(response, "_connection", None) or getattr(response, "connection", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(Exception):
+            response.close()
 
 
 def _lines(response) -> Iterator[bytes]:

@@ -10,95 +10,29 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
-import textwrap
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.docker_images import remove_release_images
-from tests.fixtures.fake_cluster import FakeCluster
+from tests.fixtures.fake_cluster import FakeCluster, make_project
 from tests.fixtures.kubeapi import unreachable_kubeconfig
 from tests.fixtures.tools import require_tool
 
 pytestmark = [pytest.mark.docker, pytest.mark.helm]
 
-REPO = Path(__file__).resolve().parents[2]
-INV = str(Path(sys.executable).with_name("inv"))
 SECRET = "pg-secret-7f3a9c"
-
-
-class Project:
-    def __init__(self, root: Path, cluster: FakeCluster, release: str):
-        self.root, self.cluster, self.release = root, cluster, release
-
-    def inv(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-        child = {**os.environ, **self.cluster.env(), **(env or {})}
-        for key in ("MOORAGE_ENV", "MOORAGE_DEBUG", "POSTGRES_PASSWORD"):
-            child.pop(key, None)
-        child.update(env or {})
-        return subprocess.run([INV, *args], cwd=self.root, capture_output=True, text=True, env=child, timeout=300)
-
-    def deploy_json(self, *args: str, env: dict | None = None) -> dict:
-        result = self.inv("dev.deploy", "--json", *args, env=env)
-        assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-        return json.loads(result.stdout)
 
 
 @pytest.fixture
 def project(tmp_path, kubeapi, base_image, docker_client):
     require_tool("helm")
     release = f"mdt{uuid.uuid4().hex[:6]}"  # images are <release>/<name>: unique per test, removed after
-    root = tmp_path / "project"
-    shutil.copytree(REPO / "chart", root / "chart")
-    (root / "environments").mkdir()
-    shutil.copy(REPO / "environments" / "dev.yaml", root / "environments" / "dev.yaml")
-    (root / "tasks.py").write_text((REPO / "tasks.py").read_text())
-    images = ""
-    for name in ("backend", "worker", "frontend"):
-        (root / name).mkdir()
-        (root / name / "main.txt").write_text(f"{name} v1\n")
-        (root / f"Dockerfile.{name}").write_text(f"ARG BASE\nFROM ${{BASE}}\nCOPY {name}/ /srv/\n")
-        (root / f"Dockerfile.{name}.dockerignore").write_text(f"*\n!{name}/\n")
-        images += textwrap.dedent(f"""\
-            - name: {name}
-              dockerfile: Dockerfile.{name}
-              values_key: {name}.image
-              build_args: {{BASE: "{base_image}"}}
-            """)
-    config = textwrap.dedent(f"""\
-        moorage:
-          release: {release}
-          secrets:
-            POSTGRES_PASSWORD: postgresql.auth.password
-          environments:
-            staging:
-              namespace: moorage-staging
-              context: {kubeapi.context}
-              cluster: kind
-              timeout: 30
-            dev:
-              namespace: moorage-dev
-              context: {kubeapi.context}
-              cluster: kind
-              timeout: 30
-              required_secrets: [POSTGRES_PASSWORD]
-              smoke:
-                - {{name: backend-live, service: backend, port: 8000, path: /healthz, json_keys: [status]}}
-                - {{name: frontend-page, service: frontend, port: 8080, path: /}}
-          images:
-        """) + textwrap.indent(images, "    ")
-    (root / "invoke.yaml").write_text(config)
-    (root / "environments" / "staging.yaml").write_text("global:\n  environment: staging\n")
-    shutil.copytree(REPO / "app" / "backend" / "migrations", root / "app" / "backend" / "migrations")
-    shutil.copy(REPO / "app" / "backend" / "alembic.ini", root / "app" / "backend" / "alembic.ini")
-    (root / ".env").write_text(f"POSTGRES_PASSWORD={SECRET}\n")
-    cluster = FakeCluster(kubeapi, tmp_path)
-    yield Project(root, cluster, release)
-    cluster.close()
+    made = make_project(tmp_path, kubeapi, base_image, release, SECRET)
+    yield made
+    made.cluster.close()
     remove_release_images(docker_client, release, base_image)
 
 

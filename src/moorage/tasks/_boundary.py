@@ -20,9 +20,25 @@ from typing import Any
 
 from invoke import Exit, task
 
-from ..config import CONFIG_FILE, Project, load_project
 from ..errors import MoorageError, UserError
-from ..report import Reporter
+
+
+class _Lazy:
+    """A module imported on first attribute access: task modules stay cheap to import for `inv --list`."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        module = importlib.import_module(self._name)
+        self.__dict__.update(vars(module))
+        return getattr(module, attr)
+
+
+def lazy(name: str) -> Any:
+    return _Lazy(name)
 
 
 def debug_enabled() -> bool:
@@ -66,14 +82,18 @@ def plain(value: Any) -> Any:
     return value
 
 
-def project(ctx) -> Project:
-    """The validated project configuration of this invocation."""
+def project(ctx):
+    """The validated project configuration of this invocation (a ``moorage.config.Project``)."""
+    from ..config import CONFIG_FILE, load_project
+
     raw = plain(ctx.config.get("moorage", {}) or {})
     root = Path(raw.get("root") or os.getcwd())
     return load_project(raw, root, source=str(root / CONFIG_FILE))
 
 
-def reporter(json_mode: bool = False) -> Reporter:
+def reporter(json_mode: bool = False):
+    from ..report import Reporter
+
     return Reporter(json_mode=json_mode)
 
 

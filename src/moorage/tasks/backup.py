@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from .. import backup as bk
-from ..db import target_for
 from ..errors import OperationFailed
-from ._boundary import confirm, mtask, project, reporter
+from ._boundary import confirm, lazy, mtask, project, reporter
+
+bk = lazy("moorage.backup")
+db = lazy("moorage.db")
 
 TARGET_HELP = {
     "env": "environment (default: MOORAGE_ENV, then dev); backups live in <backups_dir>/<env>/",
@@ -28,7 +29,7 @@ def create(ctx, env=None, database_url=None, name=None, release_revision=None, j
     proj = project(ctx)
     environment = proj.env(env)
     out = reporter(json)
-    target = target_for(proj, environment, database_url)
+    target = db.target_for(proj, environment, database_url)
     out.step(f"backing up {target.description} ({environment.name})")
     with out.progress("pg_dump", unit="bytes") as bar:
         result = bk.create_backup(target, bk.backup_dir(proj.backups_dir, environment.name),
@@ -144,7 +145,7 @@ def restore(ctx, name, env=None, database_url=None, yes=False, force_env=False, 
         raise UserError("--jobs must be 1 or more", None)
     directory = bk.backup_dir(proj.backups_dir, environment.name)
     found = bk.find_backup(directory, name)
-    target = target_for(proj, environment, database_url)
+    target = db.target_for(proj, environment, database_url)
 
     def approve(plan: bk.RestorePlan) -> None:
         out.step(f"restore plan for {plan.target}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from .. import helm
-from ..config import load_values
-from ._boundary import mtask, project, reporter
+from ._boundary import lazy, mtask, project, reporter
+
+helm = lazy("moorage.helm")
+config = lazy("moorage.config")
 
 LINT_TAG = "0000000000000000"
 
@@ -28,7 +29,7 @@ def lint(ctx, env=None):
     out = reporter()
     envs = [proj.env(env)] if env else [proj.environments[name] for name in sorted(proj.environments)]
     for environment in envs:
-        load_values(environment)  # malformed YAML: one line naming file and line
+        config.load_values(environment)  # malformed YAML: one line naming file and line
         layers = _layers(proj, environment, _placeholder_refs(proj, environment), helm.placeholder_secrets(proj))
         with helm.private_values(layers) as files:
             args = helm.lint_command(proj.chart, [environment.values_file, files["images"], files["secrets"]])
@@ -45,7 +46,7 @@ def template(ctx, env=None, output=None):
     """Render the chart as `dev.deploy` would apply it (secrets shown as placeholders)."""
     proj = project(ctx)
     environment = proj.env(env)
-    load_values(environment)
+    config.load_values(environment)
     layers = _layers(proj, environment, _placeholder_refs(proj, environment), helm.placeholder_secrets(proj))
     with helm.private_values(layers) as files:
         args = helm.template_command(proj.release, proj.chart, environment.namespace,

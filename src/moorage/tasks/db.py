@@ -6,13 +6,14 @@ from pathlib import Path
 
 from invoke import Collection
 
-from .. import db
 from ..errors import UserError
-from ._boundary import confirm, mtask, project, reporter
+from ._boundary import confirm, lazy, mtask, project, reporter
+
+db = lazy("moorage.db")
 
 ENV_HELP = "environment (default: MOORAGE_ENV, then dev)"
 URL_HELP = "connect directly to this PostgreSQL URL (else DATABASE_URL, else the env's PostgreSQL pod)"
-INI_HELP = f"the backend's alembic.ini (default: db.alembic_ini, {db.DEFAULT_ALEMBIC_INI})"
+INI_HELP = "the backend's alembic.ini (default: invoke config db.alembic_ini, else app/backend/alembic.ini)"
 
 
 def _ini(ctx, proj, alembic_ini: str | None) -> Path:
@@ -181,4 +182,4 @@ def shell(ctx, env=None, database_url=None):
 
 
 ns = Collection("db", migrate, status, history, downgrade, shell)
-ns.configure({"db": {"alembic_ini": db.DEFAULT_ALEMBIC_INI, "backend_deployment": None, "job_command": None}})
+ns.configure({"db": {"alembic_ini": None, "backend_deployment": None, "job_command": None}})

@@ -25,12 +25,7 @@ def deploy(ctx, env=None, dry_run=False, force=False, no_rollback=False, smoke=F
     environment = proj.env(env)
     out = reporter(json)
     options = pipeline.Options(dry_run=dry_run, force=force, no_rollback=no_rollback, smoke=True if smoke else None)
-    summary = pipeline.run(proj, environment, options, out,
-                           on_plan=(lambda p: [out.line(line) for line in p.lines()]) if dry_run else None)
-    if json:
-        out.emit_json(summary.as_dict())
-    elif not dry_run:
-        pipeline.print_summary(summary, out)
+    pipeline.run_and_report(proj, environment, options, out, json)
 
 
 @mtask(help={"env": ENV_HELP, "json": "print the status as JSON"})

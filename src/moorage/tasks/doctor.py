@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .. import doctor as checks_mod
-from ._boundary import mtask, project, reporter
+from ._boundary import lazy, mtask, project, reporter
+
+checks_mod = lazy("moorage.doctor")
 
 
 @mtask(help={

@@ -6,9 +6,10 @@ import time
 
 from invoke import Collection
 
-from .. import images
 from ..errors import UserError
-from ._boundary import mtask, project, reporter
+from ._boundary import lazy, mtask, project, reporter
+
+images = lazy("moorage.images")
 
 ENV_HELP = "environment (default: MOORAGE_ENV, then the config's default_env, then dev)"
 DRY_HELP = "print the plan (images, commands) and change nothing"

@@ -23,14 +23,14 @@ pytestmark = pytest.mark.postgres
 
 
 def target(pg, database) -> LocalTarget:
-    return LocalTarget(parse_database_url(pg.url(database)))
+    return LocalTarget(parse_database_url(pg.url_for(database)))
 
 
 def test_round_trip_restores_every_table_exactly_and_never_prints_the_password(pg, database, project_dir):
     seed(pg, database)
     before = fingerprint(pg, database)
     assert sum(n for n, _ in before.values()) >= 100_000
-    url = pg.url(database)
+    url = pg.url_for(database)
 
     made = inv(project_dir, "backup.create", "--database-url", url)
     assert made.returncode == 0, made.stderr
@@ -62,7 +62,7 @@ def test_restore_without_yes_and_without_a_terminal_refuses_and_changes_nothing(
     before = fingerprint(pg, database)
     dbs = pg.databases()
 
-    run = inv(project_dir, "backup.restore", taken.name, "--database-url", pg.url(database))
+    run = inv(project_dir, "backup.restore", taken.name, "--database-url", pg.url_for(database))
 
     assert run.returncode == 2
     assert "refusing without confirmation" in run.stderr
@@ -74,10 +74,10 @@ def test_interrupted_create_leaves_no_valid_backup_and_the_next_one_works(pg, da
     # A pg_dump that sends 64 KiB and then stalls: the kill lands mid-stream, deterministically.
     slow = tmp_path / "bin"
     slow.mkdir()
-    real = LocalTarget(parse_database_url(pg.url(database))).tool("pg_dump")
+    real = LocalTarget(parse_database_url(pg.url_for(database))).tool("pg_dump")
     (slow / "pg_dump").write_text(f'#!/bin/sh\n"{real}" "$@" | {{ head -c 65536; sleep 30; cat; }}\n')
     (slow / "pg_dump").chmod(0o755)
-    env = {**os.environ, "PATH": f"{slow}:{os.environ['PATH']}", "DATABASE_URL": pg.url(database)}
+    env = {**os.environ, "PATH": f"{slow}:{os.environ['PATH']}", "DATABASE_URL": pg.url_for(database)}
     env.pop("MOORAGE_PG_BIN", None)
     child = subprocess.Popen([sys.executable, "-m", "invoke", "backup.create"], cwd=project_dir, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -100,7 +100,7 @@ def test_interrupted_create_leaves_no_valid_backup_and_the_next_one_works(pg, da
     listed = json.loads(inv(project_dir, "backup.list", "--json").stdout)
     assert listed["backups"] == []
 
-    again = inv(project_dir, "backup.create", env={"DATABASE_URL": pg.url(database)})
+    again = inv(project_dir, "backup.create", env={"DATABASE_URL": pg.url_for(database)})
     assert again.returncode == 0, again.stderr
     valid = [b for b in bk.list_backups(directory) if b.valid]
     assert len(valid) == 1 and bk.partial_files(directory) == []
@@ -128,7 +128,7 @@ def test_one_flipped_byte_fails_verify_and_restore_refuses_leaving_the_database_
     assert verified.returncode == 1
     assert "checksum mismatch" in verified.stderr and "Traceback" not in verified.stderr
 
-    refused = inv(project_dir, "backup.restore", taken.name, "--yes", "--database-url", pg.url(database))
+    refused = inv(project_dir, "backup.restore", taken.name, "--yes", "--database-url", pg.url_for(database))
     assert refused.returncode == 2
     assert "refusing to restore" in refused.stderr and "checksum mismatch" in refused.stderr
     assert fingerprint(pg, database) == before and pg.databases() == dbs
@@ -162,7 +162,7 @@ def test_a_restore_failing_half_way_leaves_the_original_intact_and_no_temp_datab
     dbs = pg.databases()
 
     with pytest.raises(OperationFailed, match="pg_restore into .* failed"):
-        bk.restore_backup(TruncatingTarget(parse_database_url(pg.url(database))), taken, environment="dev",
+        bk.restore_backup(TruncatingTarget(parse_database_url(pg.url_for(database))), taken, environment="dev",
                           backups_root=tmp_path, confirm=lambda plan: None)
 
     assert fingerprint(pg, database) == before
@@ -176,7 +176,7 @@ def test_a_killed_restore_leaves_the_original_intact_and_the_next_restore_cleans
     pg.psql("UPDATE orders SET total = 0 WHERE id < 100", database)
     before = fingerprint(pg, database)
     child = subprocess.Popen([sys.executable, "-m", "invoke", "backup.restore", taken.name, "--yes"],
-                             cwd=project_dir, env={**os.environ, "DATABASE_URL": pg.url(database)},
+                             cwd=project_dir, env={**os.environ, "DATABASE_URL": pg.url_for(database)},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 30

@@ -67,7 +67,7 @@ def status(root, url):
 
 
 def test_empty_database_reports_every_revision_pending_then_migrates_to_head(pg, database, alembic_project):
-    url = pg.url(database)
+    url = pg.url_for(database)
     before = status(alembic_project, url)
     assert before["current"] == [] and before["heads"] == ["b2"] and not before["up_to_date"]
     assert [p["revision"] for p in before["pending"]] == ["a1", "b2"]
@@ -84,7 +84,7 @@ def test_empty_database_reports_every_revision_pending_then_migrates_to_head(pg,
 
 def test_downgrade_takes_a_verified_backup_first_and_status_shows_the_pending_revision(pg, database,
                                                                                        alembic_project):
-    url = pg.url(database)
+    url = pg.url_for(database)
     assert inv(alembic_project, "db.migrate", "--local", "--database-url", url).returncode == 0
     pg.psql("INSERT INTO notes VALUES (1, 'keep me', 'x')", database)
 
@@ -99,7 +99,7 @@ def test_downgrade_takes_a_verified_backup_first_and_status_shows_the_pending_re
 
 
 def test_downgrade_of_a_production_environment_refuses_without_yes(pg, database, alembic_project):
-    url = pg.url(database)
+    url = pg.url_for(database)
     assert inv(alembic_project, "db.migrate", "--local", "--database-url", url).returncode == 0
     run = inv(alembic_project, "db.downgrade", "--revision", "a1", "--env", "prod", "--database-url", url)
     assert run.returncode == 2 and "refusing without confirmation" in run.stderr
@@ -111,7 +111,7 @@ def test_the_reference_apps_migrations_reach_head(pg, database, project_dir):
     ini = ROOT / "app" / "backend" / "alembic.ini"
     if not ini.is_file():
         pytest.skip("app/backend/alembic.ini is not there yet")
-    url = pg.url(database)
+    url = pg.url_for(database)
     run = inv(project_dir, "db.migrate", "--local", "--database-url", url, "--alembic-ini", str(ini))
     assert run.returncode == 0, run.stdout + run.stderr
     assert status_with(project_dir, url, ini)["up_to_date"]
