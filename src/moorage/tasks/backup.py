@@ -23,14 +23,19 @@ def _settings(ctx) -> dict:
 @mtask(auto_shortflags=False, help={**TARGET_HELP,
              "name": "label added to the file name after the timestamp (lowercase, digits, . _ -)",
              "release_revision": "release/chart revision to record in the metadata",
+             "dry_run": "name the database and the folder the backup would go to; write nothing",
              "json": "print a JSON summary on stdout"})
-def create(ctx, env=None, database_url=None, name=None, release_revision=None, json=False):
+def create(ctx, env=None, database_url=None, name=None, release_revision=None, dry_run=False, json=False):
     """Dump the database (pg_dump custom format) into a checked, checksummed backup file."""
     proj = project(ctx)
     environment = proj.env(env)
     out = reporter(json)
     target = db.target_for(proj, environment, database_url)
     out.step(f"backing up {target.description} ({environment.name})")
+    if dry_run:
+        out.line(f"dry run: would write pg_dump -Fc of that database to "
+                 f"{bk.backup_dir(proj.backups_dir, environment.name)}/ (as .partial, renamed when checked)")
+        return
     with out.progress("pg_dump", unit="bytes") as bar:
         result = bk.create_backup(target, bk.backup_dir(proj.backups_dir, environment.name),
                                   environment=environment.name, label=name, release_revision=release_revision,

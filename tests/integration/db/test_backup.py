@@ -233,3 +233,11 @@ def test_metadata_records_what_the_backup_holds(pg, database, tmp_path):
     assert meta["sha256"] == bk.sha256_file(taken.path)
     assert pg.password not in taken.meta_path.read_text()
     assert oct(taken.path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_create_dry_run_names_the_database_and_writes_nothing(pg, database, project_dir):
+    run = inv(project_dir, "backup.create", "--dry-run", "--database-url", pg.url_for(database))
+    assert run.returncode == 0, run.stderr
+    assert database in run.stdout and "dry run: would write pg_dump -Fc" in run.stdout
+    assert pg.password not in run.stdout + run.stderr
+    assert not (project_dir / "backups" / "dev").exists() or not list((project_dir / "backups" / "dev").iterdir())
