@@ -39,3 +39,4 @@ fi
 
 "$here/install-helm.sh"
 "$here/base-images.sh"
+"$here/data-images.sh"
