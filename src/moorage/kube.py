@@ -12,10 +12,14 @@ transport (``kubernetes.stream``) so no ``kubectl`` is needed:
   stderr and returns the exit status read from the error channel.
 
 The client's ``WSClient`` decodes output as UTF-8 unless ``binary=True``
-(only in recent clients). To be binary-safe on every supported client version,
-:func:`exec_stream` opens the connection through ``stream(...,
-_preload_content=False)`` and reads the channel frames from the underlying
-WebSocket itself. Closing stdin needs the ``v5.channel.k8s.io`` protocol
+(only in recent clients), older clients offer only the v4 exec protocol, and
+clients before 37 turn a failed handshake into an ``AttributeError`` (their
+``ApiClient`` decodes the body of the ``ApiException(0)`` the WebSocket layer
+raises, which has none). So :func:`exec_stream` and :func:`pod_port_forward`
+open the WebSocket themselves through the client's own adapter for its
+generated methods (URL, query and auth come from the client), offering v5
+then v4, and read the channel frames from the socket. A failed handshake keeps
+its HTTP status. Closing stdin needs the ``v5.channel.k8s.io`` protocol
 (Kubernetes >= 1.30): with v4 there is no way to send EOF, so a stdin stream
 is refused with a clear message.
 
@@ -119,9 +123,25 @@ def client(context: str | None, kubeconfig: str | os.PathLike[str] | None = None
                         hint=f"check it with {GET_CONTEXTS}") from None
     api = ApiClient(configuration=cfg)
     api.moorage_context = name  # type: ignore[attr-defined]
+    _send_booleans_lowercase(api)
     if check:
         ping(api, timeout=timeout)
     return api
+
+
+def _send_booleans_lowercase(api) -> None:
+    """Send query booleans as the API documents them (``previous=true``), like clients >= 37.
+
+    Older clients send Python's ``True``. The API server reads both the same,
+    but a request should not change shape with the client version.
+    """
+    to_tuples = api.parameters_to_tuples  # clients >= 37 lowercase them already: then this changes nothing
+
+    def parameters_to_tuples(params, collection_formats):
+        items = params.items() if isinstance(params, dict) else params
+        return to_tuples([(k, str(v).lower() if isinstance(v, bool) else v) for k, v in items], collection_formats)
+
+    api.parameters_to_tuples = parameters_to_tuples
 
 
 def server_url(api) -> str:
@@ -436,13 +456,15 @@ def pod_port_forward(api, namespace: str, pod: str, port: int, *, local_port: in
 
 def _serve_forward(api, namespace: str, pod: str, port: int, conn: socket.socket, live: set[socket.socket]) -> None:
     from kubernetes.client import CoreV1Api
-    from kubernetes.stream import portforward
+    from kubernetes.stream.ws_client import portforward_call
 
     try:
         try:
-            pf = portforward(CoreV1Api(api).connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
+            pf = _open_websocket(portforward_call, CoreV1Api(api).connect_get_namespaced_pod_portforward, pod,
+                                 namespace, ports=str(port))
         except Exception as exc:  # noqa: BLE001 - a failed connection only ends this client's connection
-            log.warning("port-forward to %s/%s:%s failed: %s", namespace, pod, port, exc)
+            reason = _handshake_failure(exc)[1] if isinstance(exc, _HandshakeFailed) else exc
+            log.warning("port-forward to %s/%s:%s failed: %s", namespace, pod, port, reason)
             return
         remote = pf.socket(port)
         remote.setblocking(True)
@@ -472,11 +494,77 @@ def _serve_forward(api, namespace: str, pod: str, port: int, conn: socket.socket
 
 
 # ---------------------------------------------------------------------------
+# Opening WebSockets
+# ---------------------------------------------------------------------------
+
+V5 = "v5.channel.k8s.io"
+V4 = "v4.channel.k8s.io"
+
+
+class _HandshakeFailed(Exception):
+    """The WebSocket could not be opened; ``cause`` is what the transport raised.
+
+    Not an ``ApiException``, so the client's ``ApiClient`` lets it through
+    untouched (clients < 37 try to decode the body of an ``ApiException`` and
+    fail with ``AttributeError`` when it has none).
+    """
+
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _open_websocket(transport: Callable[..., Any], api_method: Callable[..., Any], *args: Any, **kwargs: Any):
+    """Call a generated ``connect_*`` method with ``transport`` (the client's ``*_call``) in place of HTTP.
+
+    This is what ``kubernetes.stream.stream``/``portforward`` do (the client
+    builds URL, query and auth headers), except that a failed handshake is
+    raised as :class:`_HandshakeFailed` carrying the original error.
+    """
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.stream.stream import _websocket_request  # same signature in clients 30-37
+
+    def request(configuration, method: str, url: str, **options: Any):
+        try:
+            return transport(configuration, method, url, **options)
+        except ApiException as exc:  # the client's own *_call wraps every failure in ApiException(0)
+            raise _HandshakeFailed(exc.__context__ or exc) from None
+        except Exception as exc:
+            raise _HandshakeFailed(exc) from None
+
+    return _websocket_request(request, {"_preload_content": False}, api_method, *args, **kwargs)
+
+
+def _channel_socket(configuration, _method: str, url: str, **options: Any):
+    """The raw exec WebSocket, offering v5 (which can close stdin) then v4, whatever the client offers."""
+    from kubernetes.stream.ws_client import create_websocket, get_websocket_url
+
+    headers = dict(options.get("headers") or {})
+    headers["sec-websocket-protocol"] = f"{V5},{V4}"
+    return create_websocket(configuration, get_websocket_url(url, options.get("query_params")), headers)
+
+
+def _handshake_failure(exc: _HandshakeFailed) -> tuple[int | None, str]:
+    """(HTTP status, message) of a failed handshake; the message from the API's Status body when there is one."""
+    cause = exc.cause
+    code = getattr(cause, "status_code", None)
+    if code is None:  # an old websocket-client: only the text says it
+        match = re.search(r"Handshake status (\d+)", str(cause))
+        code = int(match.group(1)) if match else None
+    body = getattr(cause, "resp_body", None)
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        message = json.loads(body).get("message")
+        if message:
+            return code, str(message)
+    text = str(cause).split(" -+-+- ")[0]
+    return code, (text.splitlines()[0] if text else type(cause).__name__)
+
+
+# ---------------------------------------------------------------------------
 # Exec streams
 # ---------------------------------------------------------------------------
 
 STDIN, STDOUT, STDERR, ERROR, CLOSE = 0, 1, 2, 3, 255
-V5 = "v5.channel.k8s.io"
 
 
 @dataclass
@@ -522,23 +610,21 @@ def exec_stream(api, namespace: str, pod: str, command: list[str], *, container:
     is returned, not raised: the caller knows what it means.
     """
     from kubernetes.client import CoreV1Api
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.stream import stream
     from websocket import ABNF, WebSocketConnectionClosedException, WebSocketTimeoutException
 
     what = f"exec {' '.join(command)!r} in {namespace}/{pod}" + (f" ({container})" if container else "")
     kwargs: dict[str, Any] = {"command": command, "stdin": stdin is not None, "stdout": True, "stderr": True,
-                              "tty": False, "_preload_content": False}
+                              "tty": False}
     if container:
         kwargs["container"] = container
     try:
-        ws = stream(CoreV1Api(api).connect_get_namespaced_pod_exec, pod, namespace, **kwargs)
-    except ApiException as exc:
+        sock = _open_websocket(_channel_socket, CoreV1Api(api).connect_get_namespaced_pod_exec, pod, namespace,
+                               **kwargs)
+    except _HandshakeFailed as exc:
         raise _exec_open_error(api, exc, what) from None
-    sock = ws.sock
     if timeout is not None:
         sock.settimeout(timeout)
-    protocol = getattr(ws, "subprotocol", None) or (sock.getheaders() or {}).get("sec-websocket-protocol")
+    protocol = getattr(sock, "subprotocol", None) or (sock.getheaders() or {}).get("sec-websocket-protocol")
     write = _sink(stdout)
     stderr = bytearray()
     error = bytearray()
@@ -546,7 +632,7 @@ def exec_stream(api, namespace: str, pod: str, command: list[str], *, container:
     writer_error: list[BaseException] = []
 
     if stdin is not None and protocol != V5:
-        ws.close()
+        sock.close()
         raise OperationFailed(f"{what}: the API server speaks {protocol or 'an old exec protocol'}, "
                               f"which cannot close stdin", hint="streaming into a pod needs Kubernetes >= 1.30")
 
@@ -590,7 +676,7 @@ def exec_stream(api, namespace: str, pod: str, command: list[str], *, container:
         raise OperationFailed(f"{what}: no output for {timeout}s", hint="raise the timeout") from None
     finally:
         with contextlib.suppress(Exception):
-            ws.close()
+            sock.close()
         if feeder is not None:
             feeder.join(timeout=5)
     if writer_error and not isinstance(writer_error[0], (OSError, WebSocketConnectionClosedException)):
@@ -599,17 +685,15 @@ def exec_stream(api, namespace: str, pod: str, command: list[str], *, container:
     return ExecResult(code, stderr.decode("utf-8", "replace"), counts["out"], counts["in"])
 
 
-def _exec_open_error(api, exc, what: str) -> MoorageError:
-    reason = str(exc.reason or "")
-    match = re.search(r"Handshake status (\d+)", reason)
-    code = int(match.group(1)) if match else exc.status
+def _exec_open_error(api, exc: _HandshakeFailed, what: str) -> MoorageError:
+    code, message = _handshake_failure(exc)
     if code == 404:
         return OperationFailed(f"{what}: pod not found", hint="check `inv dev.status`; the pod may have restarted")
     if code in (401, 403):
         return UserError(f"{what}: forbidden", hint="the context's user needs pods/exec (kubectl auth can-i create pods/exec)")
-    if "refused" in reason.lower():
-        return unreachable(api, ConnectionRefusedError(reason))
-    return OperationFailed(f"{what}: {reason.splitlines()[0] if reason else exc}")
+    if code is None and (is_connection_error(exc.cause) or "refused" in message.lower()):
+        return unreachable(api, exc.cause)
+    return OperationFailed(f"{what}: {message}")
 
 
 def _exit_code(error: bytes, what: str) -> int:
