@@ -123,7 +123,7 @@ def ensure_minikube(env: Environment, context: str, *, dry_run: bool, reporter: 
 
 
 def connect(project: Project, env: Environment, *, dry_run: bool = False, reporter: Reporter | None = None,
-            allow_production: bool = False, read_release: bool = True) -> Cluster:
+            allow_production: bool = False, read_release: bool = True, read_history: bool = True) -> Cluster:
     """Resolve the context, refuse unsafe ones, check the cluster answers, read the release."""
     from . import kube
 
@@ -136,7 +136,9 @@ def connect(project: Project, env: Environment, *, dry_run: bool = False, report
         ensure_minikube(env, context, dry_run=dry_run, reporter=reporter)
     api = kube.client(context)
     release = helm.status(project.release, env.namespace, context) if read_release else None
-    revisions = helm.history(project.release, env.namespace, context) if release else []
+    # The history matters for rollbacks and for freeing a pending release; a deploy needs it only then.
+    wanted = release is not None and (read_history or release.pending)
+    revisions = helm.history(project.release, env.namespace, context) if wanted else []
     return Cluster(project, env, context, api, release, revisions)
 
 
@@ -153,7 +155,7 @@ def run(project: Project, env: Environment, options: Options, reporter: Reporter
             secrets = load_secrets(project, env)
             helm_major = helm.major_version()
             cluster = connect(project, env, dry_run=options.dry_run, reporter=reporter,
-                              allow_production=options.allow_production)
+                              allow_production=options.allow_production, read_history=False)
             helm.check_not_pending(cluster.release, cluster.revisions, cluster.context)
             deployed_digest = (helm.deployed_digest(project.release, env.namespace, cluster.context)
                                if cluster.release else "")

@@ -280,7 +280,9 @@ def manifest(release: str, namespace: str, context: str | None) -> list[dict[str
 def parse_manifest(text: str) -> list[dict[str, Any]]:
     import yaml
 
-    return [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict) and doc.get("kind")]
+    from .config import yaml_loader
+
+    return [doc for doc in yaml.load_all(text, Loader=yaml_loader()) if isinstance(doc, dict) and doc.get("kind")]
 
 
 def resources_to_wait(objects: Sequence[Mapping[str, Any]], namespace: str) -> list[tuple[str, str, str]]:
