@@ -197,10 +197,11 @@ def run(project: Project, env: Environment, options: Options, reporter: Reporter
                 planned = [p for p in images.plan_builds(target.states, target.present, force=options.force)
                            if p.name in decided.build]
                 states_now = images.pull_missing_bases(target, project, env, planned, reporter=reporter)
+                ca_bundle = images.ca_bundle_from_env()
                 for state in states_now:
                     if state.name in decided.build:
                         images.build(target.client, state, target.contexts[state.name], reporter=reporter,
-                                     nocache=False)
+                                     ca_bundle=ca_bundle, log_dir=project.root / ".moorage" / "logs")
                 summary.built = list(decided.build)
         if decided.deliver:
             with phase("deliver", f"deliver: {', '.join(decided.deliver)} via {decided.delivery}"):
