@@ -303,21 +303,30 @@ def _interrupted_state(current: str, summary: Summary) -> str:
     return f"interrupted during {current}: {states.get(current, 'see `inv dev.status`')}"
 
 
-def _wait(cluster: Cluster, summary: Summary, reporter: Reporter, helm_major: int,
-          decided: plan.DeployPlan, options: Options) -> None:
+def wait_release(cluster: Cluster, reporter: Reporter, *, diagnostics: bool = True) -> None:
+    """Wait for the release's workloads (from its manifest); OperationFailed with the reason if not ready.
+
+    With ``diagnostics`` a failure also writes the bundle, helm status and history included.
+    """
     from . import readiness
 
     project, env = cluster.project, cluster.env
     objects = helm.manifest(project.release, env.namespace, cluster.context)
     resources = [readiness.Resource.of(kind, name, ns) for kind, name, ns in helm.resources_to_wait(objects, env.namespace)]
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = project.diagnostics_dir / f"{env.name}-{stamp}"
+    out_dir = None
+    if diagnostics:
+        out_dir = project.diagnostics_dir / f"{env.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    readiness.wait_with_view(cluster.api, resources, env.timeout, reporter, label_selector=cluster.selector,
+                             diagnostics_dir=out_dir, namespace=env.namespace, extra=lambda: _helm_extra(cluster))
+
+
+def _wait(cluster: Cluster, summary: Summary, reporter: Reporter, helm_major: int,
+          decided: plan.DeployPlan, options: Options) -> None:
     try:
-        readiness.wait_with_view(cluster.api, resources, env.timeout, reporter, label_selector=cluster.selector,
-                                 diagnostics_dir=out_dir, namespace=env.namespace,
-                                 extra=_helm_extra(cluster))
+        wait_release(cluster, reporter)
     except OperationFailed as exc:
-        summary.diagnostics = str(out_dir) if out_dir.exists() else None
+        bundles = sorted(cluster.project.diagnostics_dir.glob(f"{cluster.env.name}-*"))
+        summary.diagnostics = str(bundles[-1]) if bundles else None
         _recover(cluster, decided, options, summary, reporter, helm_major, exc.message)
         raise
 
@@ -381,6 +390,11 @@ def _recover(cluster: Cluster, decided: plan.DeployPlan, options: Options, summa
         reporter.line(f"rollback failed too: {exc.line()}")
         return
     summary.rolled_back_to = decided.rollback_to
+    try:
+        wait_release(cluster, reporter, diagnostics=False)
+    except OperationFailed as exc:
+        reporter.line(f"rolled back to revision {decided.rollback_to}, but it is not ready either: {exc.message}")
+        return
     reporter.line(f"rolled back to revision {decided.rollback_to}: the previous release is serving again")
 
 

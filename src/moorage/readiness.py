@@ -865,7 +865,8 @@ def explain_failure(api, result: Result, reporter: Reporter, *, tail_lines: int 
 
 def wait_with_view(api, resources: Iterable[Resource], timeout: float, reporter: Reporter, *,
                    label_selector: str | None = None, diagnostics_dir: str | Path | None = None,
-                   namespace: str | None = None, extra: dict[str, str] | None = None) -> Result:
+                   namespace: str | None = None,
+                   extra: dict[str, str] | Callable[[], dict[str, str]] | None = None) -> Result:
     """The usual sequence: live view while waiting; on failure explain on screen and write the bundle.
 
     Returns the result; raises :class:`OperationFailed` (exit 1) if not ready,
@@ -881,7 +882,7 @@ def wait_with_view(api, resources: Iterable[Resource], timeout: float, reporter:
     hint = "see the events and logs above"
     if diagnostics_dir is not None:
         ns = namespace or (result.failed.namespace if result.failed else resources[0].namespace)
-        path = collect_diagnostics(api, ns, label_selector, diagnostics_dir, extra)
+        path = collect_diagnostics(api, ns, label_selector, diagnostics_dir, extra() if callable(extra) else extra)
         reporter.line(f"diagnostics written to {path}")
         hint = f"see the events and logs above and the diagnostics in {path}"
     error = OperationFailed(f"release not ready: {result.reason}", hint=hint)

@@ -59,15 +59,12 @@ def rollback_target(project: Project, env: Environment, wanted: int | None) -> R
 
 
 def rollback(project: Project, env: Environment, target: RollbackTarget, reporter: Reporter) -> None:
-    from . import proc, readiness
-    from .deploy import connect
+    from . import proc
+    from .deploy import connect, wait_release
 
     proc.run(target.command, timeout=env.timeout + 60, what="helm rollback", shield=True)
     cluster = connect(project, env)
-    objects = helm.manifest(project.release, env.namespace, cluster.context)
-    resources = [readiness.Resource.of(k, n, ns) for k, n, ns in helm.resources_to_wait(objects, env.namespace)]
-    readiness.wait_with_view(cluster.api, resources, env.timeout, reporter, label_selector=cluster.selector,
-                             namespace=env.namespace)
+    wait_release(cluster, reporter, diagnostics=False)
     reporter.ok(f"rolled back to revision {target.revision} (now revision "
                 f"{cluster.release.revision if cluster.release else '?'})")
 
