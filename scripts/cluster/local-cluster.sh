@@ -1,0 +1,547 @@
+#!/usr/bin/env bash
+# A single-node upstream Kubernetes cluster on this host, for end-to-end tests.
+#
+# Usage: scripts/cluster/local-cluster.sh up|down|status|env|load IMAGE...|recycle-pvs
+#   up           start (idempotent: components already running are kept) and wait for the node Ready
+#   down         stop only the processes this script started (pid files in the state dir), clean the
+#                pod network it created, unmount kubelet mounts and remove the state dir
+#   status       show each component and the node
+#   env          print `export KUBECONFIG=... MOORAGE_CLUSTER_CONTEXT=...` for eval
+#   load IMG...  deliver docker images to the node: docker save | ctr -n k8s.io images import
+#   recycle-pvs  make Released PersistentVolumes Available again (data wiped)
+#   check        exit 0 if the binaries are built (else list what is missing, exit 3)
+#
+# Binaries come from scripts/cluster/build.sh (cache /var/cache/moorage, keyed by version).
+# State: $MOORAGE_CLUSTER_DIR (default /var/lib/moorage-k8s): pki/, kubeconfig (context
+# moorage-local), etcd/, containerd/, kubelet/, logs/<component>.log, pids/<component>.pid.
+# Needs root. Host quirks handled here are documented in docs REAL-CLUSTER.md.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+D=$CLUSTER_DIR
+P=$D/pki
+KUBECONFIG_FILE=$D/kubeconfig
+SOCK=$D/containerd/containerd.sock
+KBIN=$KUBE_CACHE/bin
+EBIN=$ETCD_CACHE/bin
+CBIN=$COREDNS_CACHE/bin
+SERVICE_CIDR=${MOORAGE_SERVICE_CIDR:-10.96.0.0/24}
+SERVICE_IP1=${MOORAGE_SERVICE_IP1:-10.96.0.1}
+POD_SUBNET=${MOORAGE_POD_SUBNET:-10.244.0.0/24}
+CNI_NET=moorage-pod-network
+CNI_BRIDGE=${MOORAGE_CNI_BRIDGE:-mcni0}
+PV_COUNT=${MOORAGE_CLUSTER_PVS:-10}
+PV_SIZE=${MOORAGE_CLUSTER_PV_SIZE:-10Gi}
+WAIT=${MOORAGE_CLUSTER_WAIT:-180}
+NODE_NAME=$(hostname | tr '[:upper:]' '[:lower:]')
+node_ip() { ip -4 route get 1 | awk '{for (i=1;i<NF;i++) if ($i=="src") {print $(i+1); exit}}'; }
+kctl() { kubectl --kubeconfig "$KUBECONFIG_FILE" --context "$CLUSTER_CONTEXT" "$@"; }
+ctr_() { ctr -a "$SOCK" -n k8s.io "$@"; }
+
+# ---------------------------------------------------------------- processes
+pid_of() {  # prints the pid if the component started by us is alive
+  local f=$D/pids/$1.pid pid
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
+  # guard against pid reuse: the process must still be our binary
+  tr "\0" " " <"/proc/$pid/cmdline" | grep -qF -- "$(cat "$D/pids/$1.bin" 2>/dev/null || echo "$1")" || return 1
+  echo "$pid"
+}
+start() {  # start NAME BINARY ARGS...
+  local name=$1 bin=$2; shift 2
+  case $CHANGED in *" $name "*) log "$name: configuration changed, restarting"; stop "$name" ;; esac
+  if pid=$(pid_of "$name"); then log "$name already running (pid $pid)"; return 0; fi
+  [ -x "$bin" ] || die "$bin is missing: run scripts/cluster/build.sh"
+  mkdir -p "$D/logs" "$D/pids"
+  # setsid: own session, so the daemons outlive the caller's terminal/process group
+  setsid "$bin" "$@" >>"$D/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$D/pids/$name.pid"
+  echo "$bin" >"$D/pids/$name.bin"
+  log "started $name (pid $!), log $D/logs/$name.log"
+}
+stop() {  # stop NAME [TIMEOUT]
+  local name=$1 t=${2:-15} pid
+  if pid=$(pid_of "$name"); then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq $((t * 5))); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
+    if [ -d "/proc/$pid" ]; then log "$name did not stop in ${t}s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; sleep 0.3; fi
+    log "stopped $name (pid $pid)"
+  fi
+  rm -f "$D/pids/$name.pid" "$D/pids/$name.bin"
+}
+wait_for() {  # wait_for DESCRIPTION SECONDS CMD...
+  local what=$1 t=$2; shift 2
+  local end=$((SECONDS + t))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $end ] || { log "timed out after ${t}s waiting for $what"; return 1; }
+    sleep 0.5
+  done
+}
+tail_log() { log "last lines of $D/logs/$1.log:"; tail -n "${2:-25}" "$D/logs/$1.log" >&2 || true; }
+
+# ---------------------------------------------------------------- certificates
+gen_pki() {
+  local ip=$1
+  mkdir -p "$P"; chmod 700 "$P"
+  [ -f "$P/ca.crt" ] && [ -f "$P/admin.crt" ] && [ -f "$P/sa.key" ] && [ -f "$P/apiserver.crt" ] && return 0
+  log "generating certificates in $P"
+  (
+    cd "$P"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 \
+      -subj "/CN=moorage-local-ca" 2>/dev/null
+    local leaf="-addext basicConstraints=critical,CA:FALSE -addext keyUsage=critical,digitalSignature,keyEncipherment"
+    # shellcheck disable=SC2086
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.crt -days 3650 \
+      -CA ca.crt -CAkey ca.key -subj "/CN=kube-apiserver" $leaf -addext extendedKeyUsage=serverAuth \
+      -addext "subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:$NODE_NAME,IP:127.0.0.1,IP:$SERVICE_IP1,IP:$ip" 2>/dev/null
+    # one client identity for every component and for the tests
+    # shellcheck disable=SC2086
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout admin.key -out admin.crt -days 3650 \
+      -CA ca.crt -CAkey ca.key -subj "/O=system:masters/CN=moorage-admin" $leaf -addext extendedKeyUsage=clientAuth 2>/dev/null
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+  )
+}
+write_kubeconfig() {
+  local b64="base64 -w0"
+  cat >"$KUBECONFIG_FILE.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: $CLUSTER_CONTEXT
+  cluster:
+    server: https://127.0.0.1:6443
+    certificate-authority-data: $($b64 <"$P/ca.crt")
+users:
+- name: $CLUSTER_CONTEXT-admin
+  user:
+    client-certificate-data: $($b64 <"$P/admin.crt")
+    client-key-data: $($b64 <"$P/admin.key")
+contexts:
+- name: $CLUSTER_CONTEXT
+  context:
+    cluster: $CLUSTER_CONTEXT
+    user: $CLUSTER_CONTEXT-admin
+current-context: $CLUSTER_CONTEXT
+EOF
+  chmod 600 "$KUBECONFIG_FILE.tmp"; mv -f "$KUBECONFIG_FILE.tmp" "$KUBECONFIG_FILE"
+}
+
+# ---------------------------------------------------------------- configs
+CHANGED=" "
+put() {  # put FILE COMPONENT: write stdin to FILE if it changed; a running COMPONENT is then restarted by start
+  cat >"$1.new"
+  if cmp -s "$1.new" "$1"; then rm -f "$1.new"; else
+    [ -f "$1" ] && CHANGED="$CHANGED$2 "
+    mv -f "$1.new" "$1"
+  fi
+}
+write_configs() {
+  local ip=$1
+  mkdir -p "$D/containerd/root" "$D/containerd/state" "$D/cni/net.d" "$D/cni/ipam" "$D/kubelet" "$D/pod-logs" "$D/pv"
+  # A containerd instance of our own (Docker runs its own containerd: nothing shared).
+  put "$D/containerd/config.toml" containerd <<EOF
+version = 2
+root = "$D/containerd/root"
+state = "$D/containerd/state"
+oom_score = 0
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.10"
+  # root lacks CAP_SYS_RESOURCE: without this every sandbox fails
+  # ("can't get final child's PID from pipe")
+  restrict_oom_score_adj = true
+  # pod network namespaces under our state dir, not /var/run/netns
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        # runc state under our state dir, not the shared /run/containerd/runc
+        Root = "$D/containerd/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$D/cni/net.d"
+    max_conf_num = 1
+EOF
+  put "$D/cni/net.d/10-moorage-bridge.conflist" containerd <<EOF
+{"cniVersion":"1.0.0","name":"$CNI_NET","plugins":[
+ {"type":"bridge","bridge":"$CNI_BRIDGE","isGateway":true,"ipMasq":true,"hairpinMode":true,
+  "ipam":{"type":"host-local","dataDir":"$D/cni/ipam","ranges":[[{"subnet":"$POD_SUBNET"}]],"routes":[{"dst":"0.0.0.0/0"}]}},
+ {"type":"portmap","capabilities":{"portMappings":true}},{"type":"loopback"}]}
+EOF
+  local dns=""
+  [ "${MOORAGE_CLUSTER_DNS:-1}" != 0 ] && [ -x "$CBIN/coredns" ] && dns="clusterDNS: [\"$ip\"]"
+  put "$D/kubelet.yaml" kubelet <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix://$SOCK
+cgroupDriver: cgroupfs
+failSwapOn: false
+failCgroupV1: false
+oomScoreAdj: 0
+address: 0.0.0.0
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+authentication:
+  anonymous: {enabled: true}
+  webhook: {enabled: false}
+  x509: {clientCAFile: "$P/ca.crt"}
+authorization: {mode: AlwaysAllow}
+clusterDomain: cluster.local
+$dns
+resolvConf: /etc/resolv.conf
+podLogsDir: "$D/pod-logs"
+# images are imported, never pulled: image GC must not remove them
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
+serializeImagePulls: false
+maxPods: 110
+rotateCertificates: false
+serverTLSBootstrap: false
+EOF
+  put "$D/kube-proxy.yaml" kube-proxy <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: "$KUBECONFIG_FILE"}
+mode: iptables
+clusterCIDR: 10.244.0.0/16
+hostnameOverride: $NODE_NAME
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+# do not set net.ipv4.conf.all.route_localnet on a shared host
+iptables: {localhostNodePorts: false}
+nodePortAddresses: [primary]
+EOF
+  put "$D/Corefile" coredns <<EOF
+.:53 {
+    bind $ip
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $KUBECONFIG_FILE $CLUSTER_CONTEXT
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    forward . /etc/resolv.conf
+    cache 30
+    loop
+}
+EOF
+}
+
+storage_manifest() {
+  cat <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: Immediate
+reclaimPolicy: Retain
+EOF
+  local i
+  for i in $(seq 1 "$PV_COUNT"); do
+    mkdir -p "$D/pv/pv-$i"
+    # `local` volumes (unlike hostPath) get fsGroup ownership applied by the kubelet
+    cat <<EOF
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: moorage-local-pv-$i
+  labels: {moorage.dev/local-pv: "true"}
+spec:
+  capacity: {storage: $PV_SIZE}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: local
+  volumeMode: Filesystem
+  local: {path: "$D/pv/pv-$i"}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - {key: kubernetes.io/hostname, operator: In, values: ["$NODE_NAME"]}
+EOF
+  done
+}
+
+# ---------------------------------------------------------------- up
+node_ready() {
+  [ "$(kctl get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
+}
+cmd_up() {
+  [ "$(id -u)" = 0 ] || die "must run as root"
+  local t0=$SECONDS ip; ip=$(node_ip)
+  [ -n "$ip" ] || die "cannot determine the node IP"
+  for b in $KUBE_COMPONENTS; do [ -x "$KBIN/$b" ] || die "$KBIN/$b missing: run scripts/cluster/build.sh"; done
+  [ -x "$EBIN/etcd" ] || die "$EBIN/etcd missing: run scripts/cluster/build.sh"
+  [ -f "$KBIN/pause.tar" ] || die "$KBIN/pause.tar missing: run scripts/cluster/build.sh --only pause"
+  for t in containerd runc ctr kubectl openssl iptables; do command -v $t >/dev/null || die "$t is not installed"; done
+  [ -x /usr/lib/cni/bridge ] || die "CNI plugins missing: apt-get install containernetworking-plugins"
+  mkdir -p "$D"; echo "$ip" >"$D/node-ip"
+  log "state dir $D, node $NODE_NAME ($ip), k8s v$K8S_VERSION"
+
+  # host quirks (REAL-CLUSTER.md)
+  mount --make-rshared /
+  iptables -P FORWARD ACCEPT   # dockerd sets DROP, which blocks pod traffic over the CNI bridge
+  sysctl -qw net.ipv4.ip_forward=1 2>/dev/null || true
+
+  gen_pki "$ip"
+  write_kubeconfig
+  write_configs "$ip"
+
+  start etcd "$EBIN/etcd" --name moorage-local --data-dir "$D/etcd" \
+    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster moorage-local=http://127.0.0.1:2380 \
+    --quota-backend-bytes 2147483648 --snapshot-count 10000 --log-level warn
+  wait_for etcd 30 curl -fsS http://127.0.0.1:2379/health || { tail_log etcd; die "etcd did not start"; }
+
+  start kube-apiserver "$KBIN/kube-apiserver" --etcd-servers http://127.0.0.1:2379 \
+    --advertise-address "$ip" --bind-address 0.0.0.0 --secure-port 6443 \
+    --tls-cert-file "$P/apiserver.crt" --tls-private-key-file "$P/apiserver.key" --client-ca-file "$P/ca.crt" \
+    --kubelet-client-certificate "$P/admin.crt" --kubelet-client-key "$P/admin.key" \
+    --service-account-key-file "$P/sa.pub" --service-account-signing-key-file "$P/sa.key" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range "$SERVICE_CIDR" --authorization-mode Node,RBAC --allow-privileged=true \
+    --enable-priority-and-fairness=false --profiling=false -v=1
+  wait_for "kube-apiserver /readyz" 90 curl -fsS --cacert "$P/ca.crt" --cert "$P/admin.crt" --key "$P/admin.key" \
+    https://127.0.0.1:6443/readyz || { tail_log kube-apiserver; die "kube-apiserver did not become ready"; }
+  log "kube-apiserver ready after $((SECONDS - t0))s"
+
+  start kube-controller-manager "$KBIN/kube-controller-manager" --kubeconfig "$KUBECONFIG_FILE" \
+    --authentication-kubeconfig "$KUBECONFIG_FILE" --authorization-kubeconfig "$KUBECONFIG_FILE" \
+    --service-account-private-key-file "$P/sa.key" --root-ca-file "$P/ca.crt" \
+    --cluster-signing-cert-file "$P/ca.crt" --cluster-signing-key-file "$P/ca.key" \
+    --use-service-account-credentials --service-cluster-ip-range "$SERVICE_CIDR" \
+    --leader-elect=false --bind-address 127.0.0.1 --profiling=false -v=1
+  start kube-scheduler "$KBIN/kube-scheduler" --kubeconfig "$KUBECONFIG_FILE" \
+    --authentication-kubeconfig "$KUBECONFIG_FILE" --authorization-kubeconfig "$KUBECONFIG_FILE" \
+    --leader-elect=false --bind-address 127.0.0.1 --profiling=false -v=1
+
+  start containerd "$(command -v containerd)" --config "$D/containerd/config.toml"
+  wait_for "containerd socket" 30 ctr -a "$SOCK" version || { tail_log containerd; die "containerd did not start"; }
+  if ! ctr_ images ls -q | grep -qx registry.k8s.io/pause:3.10; then
+    ctr_ images import "$KBIN/pause.tar" >/dev/null
+    log "imported the pause image"
+  fi
+
+  start kubelet "$KBIN/kubelet" --config "$D/kubelet.yaml" --kubeconfig "$KUBECONFIG_FILE" \
+    --root-dir "$D/kubelet" --node-ip "$ip" --hostname-override "$NODE_NAME" \
+    --pod-infra-container-image registry.k8s.io/pause:3.10 -v=1
+  start kube-proxy "$KBIN/kube-proxy" --config "$D/kube-proxy.yaml" -v=1
+  if [ "${MOORAGE_CLUSTER_DNS:-1}" != 0 ] && [ -x "$CBIN/coredns" ]; then
+    start coredns "$CBIN/coredns" -conf "$D/Corefile"
+  else
+    log "CoreDNS not built (or MOORAGE_CLUSTER_DNS=0): no cluster DNS"
+  fi
+
+  if ! wait_for "node $NODE_NAME Ready" "$WAIT" node_ready; then
+    tail_log kubelet 40; kctl describe node "$NODE_NAME" >&2 || true
+    die "node did not become Ready"
+  fi
+  wait_for "default service account" 60 kctl -n default get serviceaccount default || die "no default service account"
+  storage_manifest | kctl apply -f - >/dev/null
+  log "cluster up: node $NODE_NAME Ready, started in $((SECONDS - t0))s"
+  echo "$((SECONDS - t0))" >"$D/start-seconds"
+  cmd_env
+}
+
+# ---------------------------------------------------------------- down
+container_netns() {  # network namespace paths of our CRI sandboxes
+  local id
+  for id in $(ctr_ containers ls -q 2>/dev/null); do
+    ctr_ containers info "$id" 2>/dev/null | python3 -c '
+import json, sys
+try:
+    spec = json.load(sys.stdin).get("Spec") or {}
+except ValueError:
+    sys.exit(0)
+for ns in (spec.get("linux") or {}).get("namespaces") or []:
+    if ns.get("type") == "network" and ns.get("path"):
+        print(ns["path"])' || true
+  done | sort -u
+}
+cmd_down() {
+  [ -d "$D" ] || { log "no cluster state in $D: nothing to do"; return 0; }
+  local t0=$SECONDS
+  # 1. no more scheduling or replacing; let the kubelet stop pods (CNI DEL cleans their network)
+  stop kube-controller-manager; stop kube-scheduler
+  if pid_of kube-apiserver >/dev/null && pid_of kubelet >/dev/null; then
+    kctl delete pods --all -A --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
+    for _ in $(seq 60); do
+      [ -z "$(ctr_ tasks ls -q 2>/dev/null)" ] && break
+      sleep 0.5
+    done
+  fi
+  stop kube-proxy; stop coredns; stop kubelet
+  # 2. anything still running in our containerd: kill it, remember its netns
+  local netns=""
+  if pid_of containerd >/dev/null; then
+    netns=$(container_netns)
+    local task
+    for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$task" >/dev/null 2>&1 || true; done
+    sleep 1
+    for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete -f "$task" >/dev/null 2>&1 || true; done
+  fi
+  stop containerd
+  # shims of *our* containerd only (their command line names our socket)
+  local pid
+  for pid in $(pgrep -f -- "-address $SOCK( |\$)" 2>/dev/null || true); do
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  stop kube-apiserver; stop etcd
+  # kube-proxy's iptables chains, then the kubelet's own (KUBE-FIREWALL, KUBE-KUBELET-CANARY)
+  [ -x "$KBIN/kube-proxy" ] && "$KBIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  cleanup_kubelet_iptables
+  # 3. network left by pods the kubelet did not tear down
+  local n
+  for n in $netns; do
+    case $n in /var/run/netns/*|/run/netns/*) umount "$n" 2>/dev/null || true; rm -f "$n" ;; esac
+  done
+  ip link del "$CNI_BRIDGE" 2>/dev/null || true
+  cleanup_cni_iptables
+  rm -f /var/lib/cni/results/"$CNI_NET"-* 2>/dev/null || true
+  # 4. mounts under the state dir (kubelet volumes, containerd overlays, netns), deepest first
+  local m
+  for _ in 1 2 3; do
+    for m in $(awk -v d="$D" '$5 == d || index($5, d "/") == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+      umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    done
+  done
+  if awk -v d="$D" 'index($5, d "/") == 1 {found=1} END {exit !found}' /proc/self/mountinfo; then
+    log "WARNING: mounts remain under $D; not removing it"; return 1
+  fi
+  # symlinks the kubelet made in /var/log/containers into our pod logs
+  find /var/log/containers -maxdepth 1 -type l -lname "$D/*" -delete 2>/dev/null || true
+  # empty pod cgroups left behind (cgroupfs driver)
+  local c
+  for c in /sys/fs/cgroup/*/kubepods; do
+    [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+  rm -rf "$D"
+  log "cluster down in $((SECONDS - t0))s; removed $D"
+}
+drop_chain() {  # drop_chain TABLE CHAIN: delete the rules jumping to CHAIN, then CHAIN itself
+  local table=$1 chain=$2 rule
+  iptables -t "$table" -S "$chain" >/dev/null 2>&1 || return 0
+  { iptables -t "$table" -S 2>/dev/null | grep -- "-j $chain\$" || true; } | while read -r rule; do
+    # shellcheck disable=SC2086
+    eval "iptables -t $table ${rule/-A /-D }" 2>/dev/null || true
+  done
+  iptables -t "$table" -F "$chain" 2>/dev/null || true
+  iptables -t "$table" -X "$chain" 2>/dev/null || true
+}
+cleanup_kubelet_iptables() {
+  # chains kube-proxy --cleanup leaves and the kubelet's own (this is the only kubelet on the host)
+  local table chain
+  for table in filter nat mangle; do
+    for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-PROXY-CANARY KUBE-IPTABLES-HINT KUBE-MARK-MASQ KUBE-MARK-DROP; do
+      drop_chain "$table" "$chain"
+    done
+  done
+}
+cleanup_cni_iptables() {
+  # Rules the bridge (ipMasq) and portmap plugins added for our network carry its name in a comment.
+  local table chains rule
+  for table in nat filter; do
+    { iptables-save -t "$table" 2>/dev/null | grep -- "-A .*$CNI_NET" || true; } | while read -r rule; do
+      # shellcheck disable=SC2086
+      eval "iptables -t $table ${rule/-A /-D }" 2>/dev/null || true
+    done
+    # now-unreferenced CNI-xxxx chains whose rules were ours
+    chains=$(iptables-save -t "$table" 2>/dev/null | awk '/^:CNI-[0-9a-f]+ /{print substr($1,2)}' || true)
+    for c in $chains; do
+      if ! iptables-save -t "$table" | grep -q -- "-j $c\b"; then
+        iptables -t "$table" -F "$c" 2>/dev/null && iptables -t "$table" -X "$c" 2>/dev/null || true
+      fi
+    done
+  done
+  # the portmap plugin's shared chains, once no container (of anyone) uses them any more
+  if [ "$(iptables -t nat -S CNI-HOSTPORT-DNAT 2>/dev/null | grep -c '^-A' || true)" = 0 ]; then
+    local chain
+    for chain in CNI-HOSTPORT-DNAT CNI-HOSTPORT-MASQ CNI-HOSTPORT-SETMARK; do drop_chain nat "$chain"; done
+  fi
+}
+
+# ---------------------------------------------------------------- status / env / load
+cmd_status() {
+  local c pid rc=0
+  for c in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns; do
+    if pid=$(pid_of "$c"); then printf '%-24s running (pid %s)\n' "$c" "$pid"
+    else printf '%-24s not running\n' "$c"; [ "$c" = coredns ] || rc=1; fi
+  done
+  if [ -f "$KUBECONFIG_FILE" ]; then kctl get nodes -o wide 2>&1 || rc=1; fi
+  return $rc
+}
+cmd_env() {
+  echo "export KUBECONFIG=$KUBECONFIG_FILE"
+  echo "export MOORAGE_CLUSTER_CONTEXT=$CLUSTER_CONTEXT"
+  echo "export MOORAGE_CONTAINERD_ADDRESS=$SOCK"
+  echo "export CONTAINERD_ADDRESS=$SOCK   # ctr reads it: plain \`ctr -n k8s.io ...\` talks to this node"
+}
+cmd_load() {  # like `kind load docker-image`: only images the node lacks (same tag and id)
+  [ $# -gt 0 ] || die "usage: local-cluster.sh load IMAGE..."
+  pid_of containerd >/dev/null || die "the cluster's containerd is not running"
+  local img id refs
+  refs=$(ctr_ images ls -q)
+  for img in "$@"; do
+    id=$(docker image inspect -f '{{.Id}}' "$img") || die "no docker image $img"
+    if grep -qxF "$id" <<<"$refs" && ctr_ images ls -q "name==$(ref_name "$img")" | grep -q .; then
+      log "$img already on the node"; continue
+    fi
+    docker save "$img" | ctr_ images import - >/dev/null
+    log "loaded $img into the node"
+  done
+}
+ref_name() {  # docker short name -> containerd reference (docker.io/library/x:tag)
+  local r=$1
+  case $r in *:*) ;; *) r=$r:latest ;; esac
+  case ${r%%/*} in *.*|*:*|localhost) echo "$r" ;; *) case $r in */*) echo "docker.io/$r" ;; *) echo "docker.io/library/$r" ;; esac ;; esac
+}
+cmd_check() {  # exit 0 when every binary up needs is built, else list what is missing (exit 3)
+  local missing=() b
+  for b in $KUBE_COMPONENTS pause.tar; do [ -e "$KBIN/$b" ] || missing+=("$KBIN/$b"); done
+  [ -x "$EBIN/etcd" ] || missing+=("$EBIN/etcd")
+  for b in containerd runc ctr kubectl openssl iptables; do command -v $b >/dev/null || missing+=("$b (apt)"); done
+  [ -x /usr/lib/cni/bridge ] || missing+=("/usr/lib/cni/bridge (apt containernetworking-plugins)")
+  if [ ${#missing[@]} -gt 0 ]; then printf 'missing: %s\n' "${missing[@]}"; return 3; fi
+  echo "ok: k8s v$K8S_VERSION, etcd v$ETCD_VERSION$([ -x "$CBIN/coredns" ] && echo ", coredns v$COREDNS_VERSION")"
+}
+cmd_recycle_pvs() {
+  local pv
+  for pv in $(kctl get pv -l moorage.dev/local-pv=true -o jsonpath='{range .items[?(@.status.phase=="Released")]}{.metadata.name}{"\n"}{end}'); do
+    local path; path=$(kctl get pv "$pv" -o jsonpath='{.spec.local.path}')
+    case $path in "$D"/pv/*) find "$path" -mindepth 1 -delete ;; *) continue ;; esac
+    kctl patch pv "$pv" --type json -p '[{"op":"remove","path":"/spec/claimRef"}]' >/dev/null
+    log "recycled $pv"
+  done
+}
+
+case ${1:-} in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  load) shift; cmd_load "$@" ;;
+  recycle-pvs) cmd_recycle_pvs ;;
+  check) cmd_check ;;
+  *) sed -n '2,14p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,196 @@
+"""The whole workflow on a real Kubernetes cluster: `inv dev.deploy` of the reference app, a no-op
+re-deploy, `db.migrate` as a Job, `backup.create` / `backup.restore` through the exec stream,
+`chart.test`, a broken upgrade that fails fast and rolls back, and `dev.undeploy`.
+
+The cluster is the local upstream one (tests/fixtures/cluster.py); images reach its containerd with
+``ctr import`` (cluster kind ``containerd-local``), PostgreSQL and Redis run from the local stand-in
+images (scripts/data-images.sh). The tests run in order on one release, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.tools import missing, require_docker
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+INV = str(Path(sys.executable).with_name("inv"))
+SECRET = f"e2e-{uuid.uuid4().hex[:10]}"
+NAMESPACE = "moorage-e2e"
+CA_BUNDLE = Path(os.environ.get("MOORAGE_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
+DATA_IMAGES = {"postgresql": ("local/postgres", "15"), "redis": ("local/redis", "7")}
+
+
+class E2E:
+    def __init__(self, root: Path, cluster):
+        self.root, self.cluster = root, cluster
+
+    def inv(self, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+        child = {**os.environ, "KUBECONFIG": self.cluster.kubeconfig,
+                 "CONTAINERD_ADDRESS": self.cluster.containerd_address,
+                 "MOORAGE_PYTHON_IMAGE": os.environ.get("MOORAGE_PYTHON_IMAGE", "local/python:3.11-slim"),
+                 "MOORAGE_NGINX_IMAGE": os.environ.get("MOORAGE_NGINX_IMAGE", "local/nginx:bookworm"),
+                 **(env or {})}
+        if CA_BUNDLE.is_file():  # pip inside the builds, behind the machine's TLS-inspecting proxy
+            child.setdefault("MOORAGE_CA_BUNDLE", str(CA_BUNDLE))
+        for key in ("MOORAGE_ENV", "DATABASE_URL", "POSTGRES_PASSWORD"):
+            child.pop(key, None)
+        child.update(env or {})
+        return subprocess.run([INV, *args], cwd=self.root, capture_output=True, text=True, env=child,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def ok(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        result = self.inv(*args, **kw)
+        assert result.returncode == 0, f"inv {' '.join(args)} exited {result.returncode}:\n" \
+                                       f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        return result
+
+    def psql(self, sql: str) -> str:
+        pod = f"{self.release}-postgresql-0"
+        result = self.cluster.kubectl("-n", NAMESPACE, "exec", pod, "-c", "postgresql", "--", "sh", "-c",
+                                      f'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -tAc "{sql}"')
+        return result.stdout.strip()
+
+    release = "moorage"
+
+
+@pytest.fixture(scope="module")
+def e2e(real_cluster, tmp_path_factory):
+    require_docker()
+    for tool in ("helm", "ctr"):
+        if shutil.which(tool) is None:
+            missing(f"'{tool}' is not installed")
+    root = tmp_path_factory.mktemp("e2e") / "project"
+    root.mkdir()
+    for name in ("tasks.py", ".dockerignore"):
+        shutil.copy(REPO / name, root / name)
+    for path in REPO.glob("Dockerfile.*"):
+        shutil.copy(path, root / path.name)
+    for folder in ("app", "chart"):
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (root / "environments").mkdir()
+    data = {component: {"image": {"repository": repo, "tag": tag, "pullPolicy": "Never"}}
+            for component, (repo, tag) in DATA_IMAGES.items()}
+    import yaml
+
+    dev = yaml.safe_load((REPO / "environments" / "dev.yaml").read_text())
+    from moorage.helm import merge
+
+    (root / "environments" / "e2e.yaml").write_text(yaml.safe_dump(merge(dev, data)))
+    config = yaml.safe_load((REPO / "invoke.yaml").read_text())
+    config["moorage"]["environments"] = {"e2e": {
+        "namespace": NAMESPACE, "context": real_cluster.context, "cluster": "containerd-local", "timeout": 600,
+        "required_secrets": ["POSTGRES_PASSWORD"],
+        "smoke": config["moorage"]["environments"]["dev"]["smoke"],
+    }}
+    config["moorage"]["default_env"] = "e2e"
+    (root / "invoke.yaml").write_text(yaml.safe_dump(config))
+    (root / ".env").write_text(f"POSTGRES_PASSWORD={SECRET}\n")
+    subprocess.run([str(REPO / "scripts" / "data-images.sh")], check=True, capture_output=True, timeout=900)
+    real_cluster.load_images(*(f"{repo}:{tag}" for repo, tag in DATA_IMAGES.values()))
+    project = E2E(root, real_cluster)
+    yield project
+    project.inv("dev.undeploy", "--purge", "--yes", timeout=300)
+    real_cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+
+
+def test_first_deploy_installs_migrates_and_passes_smoke_tests(e2e):
+    result = e2e.ok("dev.deploy", "--json")
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "deployed" and summary["revision"] == 1
+    # delivered only where the node lacked them (a reused cluster may have them from an earlier run)
+    assert set(summary["delivered"]) <= {"backend", "frontend", "worker"}
+    on_node = subprocess.run(["ctr", "--address", e2e.cluster.containerd_address, "-n", "k8s.io", "images", "ls",
+                              "-q"], capture_output=True, text=True, check=True).stdout.split()
+    for ref in summary["images"].values():
+        assert any(name.endswith(ref) for name in on_node), f"{ref} is not on the node"
+    assert summary["smoke"] and all(s["ok"] for s in summary["smoke"]), summary["smoke"]
+    assert SECRET not in result.stdout + result.stderr
+    # the migration Job ran against the in-chart PostgreSQL without a hook deadlock
+    assert e2e.psql("SELECT version_num FROM alembic_version") == "0002"
+
+
+def test_second_deploy_with_nothing_changed_does_nothing(e2e):
+    summary = json.loads(e2e.ok("dev.deploy", "--json").stdout)
+    assert summary["status"] == "up-to-date"
+    assert summary["built"] == [] and summary["delivered"] == [] and summary["revision"] == 1
+
+
+def test_db_migrate_runs_as_a_job_and_status_is_up_to_date(e2e):
+    result = e2e.ok("db.migrate")
+    assert "completed" in result.stdout
+    status = json.loads(e2e.ok("db.status", "--json").stdout)
+    assert status["up_to_date"] and status["current"] == ["0002"]
+
+
+def test_an_item_created_through_the_frontend_is_processed_by_the_worker(e2e):
+    import httpx
+
+    from moorage import kube
+
+    api = kube.client(e2e.cluster.context, e2e.cluster.kubeconfig)
+    with kube.port_forward(api, NAMESPACE, f"{e2e.release}-frontend", 8080) as port:
+        created = httpx.post(f"http://127.0.0.1:{port}/api/items", json={"name": "kept by the backup"}, timeout=20)
+        assert created.status_code == 201, created.text
+        item = created.json()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            seen = httpx.get(f"http://127.0.0.1:{port}/api/items/{item['id']}", timeout=20).json()
+            if seen["status"] == "processed":
+                break
+            time.sleep(0.5)
+    assert seen["status"] == "processed" and seen["result"], seen
+
+
+def test_backup_and_restore_through_the_exec_stream(e2e):
+    before = e2e.psql("SELECT count(*) FROM items")
+    assert int(before) >= 1
+    e2e.ok("backup.create")
+    e2e.ok("backup.verify", "latest")
+    e2e.psql("DELETE FROM items")
+    assert e2e.psql("SELECT count(*) FROM items") == "0"
+    e2e.ok("backup.restore", "latest", "--yes")
+    assert e2e.psql("SELECT count(*) FROM items") == before
+    assert e2e.psql("SELECT count(*) FROM items WHERE name = 'kept by the backup' AND status = 'processed'") == "1"
+
+
+def test_chart_tests_pass(e2e):
+    e2e.ok("chart.test")
+
+
+def test_broken_upgrade_fails_fast_with_the_reason_and_rolls_back(e2e):
+    main = e2e.root / "app" / "backend" / "moorage_backend" / "main.py"
+    good = main.read_text()
+    main.write_text(good + "\nraise SystemExit('broken on purpose by the e2e test')\n")
+    try:
+        result = e2e.inv("dev.deploy")
+    finally:
+        main.write_text(good)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out[-4000:]
+    assert "CrashLoopBackOff" in out or "Error" in out
+    assert "rolled back to revision" in out
+    status = json.loads(e2e.ok("dev.status", "--json").stdout)
+    assert status["state"] == "deployed"
+    assert all(r["state"] == "ready" for r in status["resources"]), status["resources"]
+
+
+def test_undeploy_keeps_data_volumes(e2e):
+    result = e2e.ok("dev.undeploy", "--yes")
+    assert "kept" in result.stdout
+    claims = e2e.cluster.kubectl("-n", NAMESPACE, "get", "pvc", "-o", "name").stdout
+    assert f"persistentvolumeclaim/data-{e2e.release}-postgresql-0" in claims
+    status = json.loads(e2e.ok("dev.status", "--json").stdout)
+    assert status["installed"] is False
+
