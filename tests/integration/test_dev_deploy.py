@@ -235,3 +235,28 @@ def test_ci_deploy_backs_up_before_pending_migrations_only(project, postgres_dat
     (project.root / "worker" / "main.txt").write_text("worker v3\n")
     third = json.loads(project.inv("deploy", "--env", "staging", "--json", env=env).stdout)
     assert third["status"] == "deployed" and third["backup"] is None
+
+
+def test_ctrl_c_during_the_wait_stops_cleanly_and_says_what_state_things_are_in(project, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    project.cluster.controller.behaviour["backend"] = "never-ready"
+    child = {**os.environ, **project.cluster.env(), "TMPDIR": str(tmp_path)}
+    child.pop("MOORAGE_ENV", None)
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("inv")), "dev.deploy"], cwd=project.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child,
+                            start_new_session=True)
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "wait: readiness" not in seen and time.monotonic() < deadline:
+        seen += proc.stdout.readline()
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, seen + out + err
+    assert "interrupted during wait: revision 1 is applied but its readiness was not confirmed" in err
+    assert "Traceback" not in err
+    assert not list(tmp_path.glob("moorage-values-*")), "private values files must not survive an interrupt"
+    assert project.cluster.release()["revisions"][-1]["status"] == "deployed", "helm was not cut half-way"
