@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,14 +100,19 @@ def test_a_second_build_with_no_change_builds_nothing(built):
     assert actions(inv_build(root)) == {"backend": "skip", "worker": "skip", "frontend": "skip"}
 
 
-def test_a_one_line_code_change_rebuilds_only_its_image(built, images):
+def test_a_one_line_code_change_rebuilds_only_its_image(built, images, docker_client):
     root, _ = built
     tasks = root / "app" / "worker" / "moorage_worker" / "tasks.py"
-    tasks.write_text(tasks.read_text() + "\n# a one-line change\n")
+    # unique per run: the same change made by an earlier run would already be built in this engine
+    tasks.write_text(tasks.read_text() + f"\n# a one-line change {uuid.uuid4().hex}\n")
     summary = inv_build(root)
-    assert actions(summary) == {"backend": "skip", "worker": "build", "frontend": "skip"}
     refs = {i["name"]: i["ref"] for i in summary["images"]}
-    assert refs["worker"] != images["worker"] and refs["backend"] == images["backend"]
+    try:
+        assert actions(summary) == {"backend": "skip", "worker": "build", "frontend": "skip"}
+        assert refs["worker"] != images["worker"] and refs["backend"] == images["backend"]
+    finally:
+        if refs["worker"] != images["worker"]:
+            docker_client.images.remove(refs["worker"], force=True)
 
 
 @pytest.fixture(scope="session")
