@@ -199,7 +199,7 @@ def second_engine(docker_client, base_image):
 
     top = Path(tempfile.mkdtemp(prefix="md", dir="/tmp"))  # short: unix socket paths are limited
     sock = f"unix://{top}/d.sock"
-    tag = top.name
+    tag = f"md{uuid.uuid4().hex[:10]}"  # a containerd namespace: letters and digits (mkdtemp names may hold '_')
     log = open(top / "dockerd.log", "w")  # noqa: SIM115
     # In its own network namespace: a dockerd started with --bridge none deletes the
     # docker0 interface it finds, which would break the host engine's networking.
