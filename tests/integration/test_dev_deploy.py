@@ -260,3 +260,24 @@ def test_ctrl_c_during_the_wait_stops_cleanly_and_says_what_state_things_are_in(
     assert "Traceback" not in err
     assert not list(tmp_path.glob("moorage-values-*")), "private values files must not survive an interrupt"
     assert project.cluster.release()["revisions"][-1]["status"] == "deployed", "helm was not cut half-way"
+
+
+def test_doctor_checks_the_cluster_and_the_tools_it_needs(project, tmp_path):
+    report = json.loads(project.inv("doctor", "--json").stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["cluster"]["ok"] and "moorage-fake" in checks["cluster"]["detail"]
+    assert checks["context-safety"]["ok"] and checks["helm"]["ok"]
+    dead = unreachable_kubeconfig(tmp_path, context="moorage-fake")
+    result = project.inv("doctor", "--json", env={"KUBECONFIG": str(dead)})
+    assert result.returncode == 1
+    failed = {c["name"]: c for c in json.loads(result.stdout)["checks"] if not c["ok"]}
+    assert "is unreachable" in failed["cluster"]["detail"] and failed["cluster"]["hint"]
+
+
+def test_logs_show_a_components_pods(project):
+    project.deploy_json()
+    pod = f"{project.release}-backend-r1-0"
+    project.cluster.kubeapi.set_log("moorage-dev", pod, "backend", '{"event": "request", "path": "/healthz"}\n')
+    result = project.inv("dev.logs", "--component", "backend")
+    assert result.returncode == 0, result.stderr
+    assert f"[{pod}/backend]" in result.stdout and '"path": "/healthz"' in result.stdout
