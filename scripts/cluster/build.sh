@@ -61,24 +61,23 @@ build_kube() {
     $(for c in $KUBE_COMPONENTS; do echo "k8s.io/kubernetes/cmd/$c"; done)
 }
 
-build_etcd() {
-  local src=$ETCD_CACHE/src out=$ETCD_CACHE/bin
+# build_go_binary CACHE MODULE VERSION PACKAGE BINARY: a scratch module in CACHE/src, binary to CACHE/bin
+build_go_binary() {
+  local src=$1/src out=$1/bin
   mkdir -p "$src" "$out"; cd "$src"
   if [ ! -f go.mod ]; then
-    go mod init local/etcdb >/dev/null 2>&1
-    go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
+    go mod init "local/$5-build" >/dev/null 2>&1
+    go get "$2@v$3"
   fi
-  $NICE go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3
+  $NICE go build -trimpath -ldflags "-s -w" -o "$out/$5" "$4"
+}
+
+build_etcd() {
+  build_go_binary "$ETCD_CACHE" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 etcd
 }
 
 build_coredns() {
-  local src=$COREDNS_CACHE/src out=$COREDNS_CACHE/bin
-  mkdir -p "$src" "$out"; cd "$src"
-  if [ ! -f go.mod ]; then
-    go mod init local/corednsb >/dev/null 2>&1
-    go get "github.com/coredns/coredns@v$COREDNS_VERSION"
-  fi
-  $NICE go build -trimpath -ldflags "-s -w" -o "$out/coredns" github.com/coredns/coredns
+  build_go_binary "$COREDNS_CACHE" github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns coredns
 }
 
 build_pause() {

@@ -337,6 +337,22 @@ def _missing(r: _Reader, key: str):
     raise ConfigError(f"{r.where}.{key} is missing in {r.source}", f"add {r.where}.{key} to {r.source}")
 
 
+def cluster_kind(context: str | None, configured: str = "auto") -> str:
+    """The cluster kind: the environment's ``cluster:`` setting, else guessed from the kube context name."""
+    if configured and configured != "auto":
+        return configured
+    name = context or ""
+    if name == "minikube":
+        return "minikube"
+    if name.startswith("kind-"):
+        return "kind"
+    if name.startswith("k3d-"):
+        return "k3d"
+    if name in ("docker-desktop", "docker-for-desktop"):
+        return "docker-desktop"
+    return "remote"
+
+
 def yaml_loader():
     """libyaml's loader when PyYAML was built with it (several times faster on big manifests)."""
     import yaml

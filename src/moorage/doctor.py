@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from . import proc
-from .config import Environment, Project, guard_context
+from .config import Environment, Project, cluster_kind, guard_context
 from .errors import MoorageError, UserError
 
 MIN_PYTHON = (3, 11)
@@ -103,12 +103,7 @@ def check_context(project: Project, env: Environment, current: Callable[[], str 
 
 def needed_tools(env: Environment, context: str | None) -> list[str]:
     """Cluster CLIs this environment needs, from its cluster kind or context name."""
-    kind = env.cluster
-    if kind == "auto":
-        name = context or ""
-        kind = ("minikube" if name == "minikube" else "kind" if name.startswith("kind-")
-                else "k3d" if name.startswith("k3d-") else "other")
-    return {"minikube": ["minikube"], "kind": ["kind"], "k3d": ["k3d"]}.get(kind, [])
+    return {"minikube": ["minikube"], "kind": ["kind"], "k3d": ["k3d"]}.get(cluster_kind(context, env.cluster), [])
 
 
 TOOL_VERSION_ARGS = {

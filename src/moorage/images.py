@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import proc
-from .config import Environment, Image, Project
+from .config import Environment, Image, Project, cluster_kind
 from .errors import CommandFailed, ConfigError, OperationFailed, Unreachable, UserError
 from .report import Reporter, human_bytes
 
@@ -770,18 +770,7 @@ class Cluster:
 def cluster_for(context: str | None, configured: str = "auto") -> Cluster:
     """The cluster kind from the kube context name (``cluster:`` in the config wins over the name)."""
     name = context or ""
-    if configured and configured != "auto":
-        kind = configured
-    elif name == "minikube":
-        kind = "minikube"
-    elif name.startswith("kind-"):
-        kind = "kind"
-    elif name.startswith("k3d-"):
-        kind = "k3d"
-    elif name in ("docker-desktop", "docker-for-desktop"):
-        kind = "docker-desktop"
-    else:
-        kind = "remote"
+    kind = cluster_kind(context, configured)
     if kind == "kind":
         cluster_name = name[len("kind-"):] if name.startswith("kind-") else (name or "kind")
     elif kind == "k3d":

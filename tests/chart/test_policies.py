@@ -297,8 +297,7 @@ def test_dev_is_minikube_sized(render):
 class TestProd:
     @pytest.fixture
     def prod(self, render):
-        if "prod" not in ENVIRONMENTS:
-            pytest.skip("no environments/prod.yaml")
+        assert "prod" in ENVIRONMENTS, "environments/prod.yaml is part of the project"
         return render("prod")
 
     def test_prod_autoscales_each_app_from_three_replicas(self, prod):

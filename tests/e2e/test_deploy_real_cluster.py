@@ -179,7 +179,8 @@ def test_broken_upgrade_fails_fast_with_the_reason_and_rolls_back(e2e):
         main.write_text(good)
     out = result.stdout + result.stderr
     assert result.returncode == 1, out[-4000:]
-    assert "CrashLoopBackOff" in out or "Error" in out
+    assert "deployment/moorage-backend: failed pod" in out and "container backend: CrashLoopBackOff" in out
+    assert "broken on purpose by the e2e test" in out, "the crashed container's log tail is shown"
     assert "rolled back to revision" in out
     status = json.loads(e2e.ok("dev.status", "--json").stdout)
     assert status["state"] == "deployed"

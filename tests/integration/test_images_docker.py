@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.docker_images import remove_release_images
-from tests.fixtures.tools import require_tool
+from tests.fixtures.tools import missing, require_tool
 
 pytestmark = pytest.mark.docker
 
@@ -194,7 +194,7 @@ def second_engine(docker_client, base_image):
     """A throwaway dockerd on its own socket, seeded with the test base image; stopped by its pid."""
     require_tool("dockerd", "unshare")
     if os.geteuid() != 0:
-        pytest.skip("starting a second dockerd needs root")
+        missing("starting a second dockerd needs root")
     import docker
 
     top = Path(tempfile.mkdtemp(prefix="md", dir="/tmp"))  # short: unix socket paths are limited

@@ -133,8 +133,6 @@ def test_build_args_expand_environment_variables():
 def test_the_shipped_config_is_valid():
     import yaml
 
-    from moorage.tasks._boundary import plain  # noqa: F401 - the task layer reads the same mapping
-
     root = Path(__file__).resolve().parents[2]
     raw = yaml.safe_load((root / "invoke.yaml").read_text())["moorage"]
     project = load_project(raw, root)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from moorage import doctor
-from moorage.config import load_project
+from moorage.config import guard_context, load_project
 from moorage.errors import EXIT_BAD_INPUT, Unreachable, UserError
 
 
@@ -20,14 +20,14 @@ def project(tmp_path: Path):
 
 def test_dev_task_refuses_a_production_context(project):
     with pytest.raises(UserError) as err:
-        doctor.guard_context(project, project.env("dev"), "prod-ctx")
+        guard_context(project, project.env("dev"), "prod-ctx")
     assert err.value.exit_code == EXIT_BAD_INPUT
     assert "kube context 'prod-ctx' belongs to production environment 'prod'" in err.value.line()
 
 
 def test_production_environment_may_use_its_context(project):
-    doctor.guard_context(project, project.env("prod"), "prod-ctx")
-    doctor.guard_context(project, project.env("dev"), "minikube")
+    guard_context(project, project.env("prod"), "prod-ctx")
+    guard_context(project, project.env("dev"), "minikube")
 
 
 def test_context_check_stops_at_an_unsafe_context(project):
