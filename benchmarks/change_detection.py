@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from moorage import images  # noqa: E402
-from moorage.config import load_project, load_yaml  # noqa: E402
-from moorage.errors import MoorageError  # noqa: E402
+from moorage.core.config import load_project, load_yaml  # noqa: E402
+from moorage.core.errors import MoorageError  # noqa: E402
 
 
 def main() -> None:

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from moorage import images  # noqa: E402
-from moorage.config import load_project, load_yaml  # noqa: E402
-from moorage.report import Reporter, human_bytes  # noqa: E402
+from moorage.core.config import load_project, load_yaml  # noqa: E402
+from moorage.core.report import Reporter, human_bytes  # noqa: E402
 
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 

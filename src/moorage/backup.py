@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, proc
+from . import __version__
+from .core import proc
+from .core.errors import CommandFailed, OperationFailed, UserError
 from .db import MAINTENANCE_DB, Target, database_exists, database_info, pg_error, quote_ident, quote_literal, sql
-from .errors import CommandFailed, OperationFailed, UserError
 
 log = logging.getLogger("moorage.backup")
 

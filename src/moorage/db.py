@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from . import proc
-from .config import DEFAULT_ALEMBIC_INI  # noqa: F401 - re-exported for the db tasks
-from .errors import CommandFailed, ToolMissing, Unreachable, UserError
+from .core import proc
+from .core.config import DEFAULT_ALEMBIC_INI  # noqa: F401 - re-exported for the db tasks
+from .core.errors import CommandFailed, ToolMissing, Unreachable, UserError
 
 log = logging.getLogger("moorage.db")
 
@@ -434,7 +434,7 @@ class PodTarget:
 def pod_target(project, env) -> PodTarget:
     """The environment's PostgreSQL pod, through ``moorage.kube`` (imported lazily)."""
     from . import kube
-    from .config import guard_context
+    from .core.config import guard_context
 
     context = kube.resolve_context(env.context)
     guard_context(project, env, context)

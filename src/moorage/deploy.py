@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import helm, plan
-from .config import DEFAULT_ALEMBIC_INI, Environment, Project, guard_context, load_secrets, load_values
-from .errors import Interrupted, MoorageError, OperationFailed, UserError
-from .report import Reporter
+from .core.config import DEFAULT_ALEMBIC_INI, Environment, Project, guard_context, load_secrets, load_values
+from .core.errors import Interrupted, MoorageError, OperationFailed, UserError
+from .core.report import Reporter
 
 
 @dataclass
@@ -105,7 +105,7 @@ class Phases:
 
 def ensure_minikube(env: Environment, context: str, *, dry_run: bool, reporter: Reporter) -> None:
     """Start minikube when the environment asks for it and its profile is not running."""
-    from . import proc
+    from .core import proc
 
     if not env.start_minikube or context != "minikube" and env.cluster != "minikube":
         return
@@ -352,7 +352,7 @@ def _smoke(cluster: Cluster, summary: Summary, reporter: Reporter, helm_major: i
 
 
 def _helm_extra(cluster: Cluster) -> dict[str, str]:
-    from . import proc
+    from .core import proc
 
     project, env = cluster.project, cluster.env
     extra = {}
@@ -367,7 +367,7 @@ def _helm_extra(cluster: Cluster) -> dict[str, str]:
 def _recover(cluster: Cluster, decided: plan.DeployPlan, options: Options, summary: Summary,
              reporter: Reporter, helm_major: int, reason: str) -> None:
     """Roll back a failed upgrade; leave a failed first install for inspection, saying how to clean up."""
-    from . import proc
+    from .core import proc
 
     project, env = cluster.project, cluster.env
     target = f"--namespace {env.namespace} --kube-context {cluster.context}"

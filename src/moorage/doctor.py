@@ -13,9 +13,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from . import proc
-from .config import Environment, Project, cluster_kind, guard_context
-from .errors import MoorageError, UserError
+from .core import proc
+from .core.config import Environment, Project, cluster_kind, guard_context
+from .core.errors import MoorageError, UserError
 
 MIN_PYTHON = (3, 11)
 HELM_MAJORS = (3, 4)

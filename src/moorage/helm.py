@@ -28,9 +28,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from . import proc
-from .config import Environment, Project
-from .errors import OperationFailed, ToolMissing, UserError
+from .core import proc
+from .core.config import Environment, Project
+from .core.errors import OperationFailed, ToolMissing, UserError
 
 PENDING_STATES = ("pending-install", "pending-upgrade", "pending-rollback")
 REDACTED = "moorage-redacted"
@@ -280,7 +280,7 @@ def manifest(release: str, namespace: str, context: str | None) -> list[dict[str
 def parse_manifest(text: str) -> list[dict[str, Any]]:
     import yaml
 
-    from .config import yaml_loader
+    from .core.config import yaml_loader
 
     return [doc for doc in yaml.load_all(text, Loader=yaml_loader()) if isinstance(doc, dict) and doc.get("kind")]
 
@@ -319,7 +319,7 @@ SCHEMA_MARKERS = ("values don't meet the specifications of the schema", "values.
 def run(args: Sequence[str], *, timeout: float, secrets: Sequence[str] = (), what: str,
         values_hint: str = "", shield: bool = False) -> proc.Result:
     """Run a helm command; values rejected by the chart's schema are bad input (exit 2)."""
-    from .errors import CommandFailed
+    from .core.errors import CommandFailed
 
     try:
         return proc.run(args, timeout=timeout, secrets=secrets, what=what, shield=shield)

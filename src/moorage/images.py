@@ -35,10 +35,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import proc
-from .config import Environment, Image, Project, cluster_kind
-from .errors import CommandFailed, ConfigError, OperationFailed, Unreachable, UserError
-from .report import Reporter, human_bytes
+from .core import proc
+from .core.config import Environment, Image, Project, cluster_kind
+from .core.errors import CommandFailed, ConfigError, OperationFailed, Unreachable, UserError
+from .core.report import Reporter, human_bytes
 
 TAG_LENGTH = 16
 HASH_VERSION = "moorage-image-inputs/1"

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
-from .errors import MoorageError, OperationFailed, Unreachable, UserError
+from .core.errors import MoorageError, OperationFailed, Unreachable, UserError
 
 log = logging.getLogger("moorage.kube")
 

@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from . import db
-from .config import Environment, Project
-from .errors import OperationFailed, UserError
-from .report import Reporter
+from .core.config import Environment, Project
+from .core.errors import OperationFailed, UserError
+from .core.report import Reporter
 
 LOG_POLL_SECONDS = 0.5
 

@@ -56,8 +56,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .errors import OperationFailed, UserError
-from .report import Reporter
+from .core.errors import OperationFailed, UserError
+from .core.report import Reporter
 
 log = logging.getLogger("moorage.readiness")
 

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import helm
-from .config import Environment, Project
-from .errors import UserError
-from .report import Reporter
+from .core.config import Environment, Project
+from .core.errors import UserError
+from .core.report import Reporter
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def rollback_target(project: Project, env: Environment, wanted: int | None) -> R
 
 
 def rollback(project: Project, env: Environment, target: RollbackTarget, reporter: Reporter) -> None:
-    from . import proc
+    from .core import proc
     from .deploy import connect, wait_release
 
     proc.run(target.command, timeout=env.timeout + 60, what="helm rollback", shield=True)
@@ -110,7 +110,8 @@ def undeploy_plan(project: Project, env: Environment, *, purge: bool) -> Undeplo
 
 
 def undeploy(project: Project, env: Environment, plan: UndeployPlan, reporter: Reporter) -> None:
-    from . import kube, proc
+    from . import kube
+    from .core import proc
     from .deploy import connect
 
     if plan.installed:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
-from .config import SmokeCheck
+from .core.config import SmokeCheck
 
 #: (namespace, service, port) -> context manager yielding a local port
 Forwarder = Callable[[str, str, int], AbstractContextManager[int]]
@@ -104,7 +104,7 @@ def run_checks(checks: Iterable[SmokeCheck], namespace: str, release: str, forwa
                         result = probe(check, local_port)
                     by_name[check.name] = result
         except Exception as exc:  # noqa: BLE001 - a failed forward fails its checks, with the reason
-            from .errors import MoorageError
+            from .core.errors import MoorageError
 
             reason = exc.line() if isinstance(exc, MoorageError) else str(exc)
             for check in group:

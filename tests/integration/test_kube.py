@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from moorage import kube
-from moorage.errors import OperationFailed, Unreachable, UserError
+from moorage.core.errors import OperationFailed, Unreachable, UserError
 from tests.fixtures.kubeapi import (  # noqa: F401 - kubeapi is a fixture
     ExecCall,
     kubeapi,

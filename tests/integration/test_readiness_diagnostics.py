@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from moorage import kube
-from moorage.errors import OperationFailed
+from moorage.core.errors import OperationFailed
+from moorage.core.report import Reporter
 from moorage.readiness import Resource, collect_diagnostics, explain_failure, wait_for, wait_with_view
-from moorage.report import Reporter
 from tests.fixtures.kubeapi import kubeapi, load_object, load_objects, merge  # noqa: F401 - kubeapi is a fixture
 
 NS = "shop"

@@ -7,8 +7,8 @@ import io
 import pytest
 
 from moorage import kube
+from moorage.core.report import Reporter
 from moorage.readiness import LiveView, Resource, State, Verdict, wait_for
-from moorage.report import Reporter
 from tests.fixtures.kubeapi import kubeapi, load_object, load_objects, merge  # noqa: F401 - kubeapi is a fixture
 
 NS = "shop"

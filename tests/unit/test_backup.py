@@ -8,7 +8,7 @@ import json
 import pytest
 
 from moorage import backup as bk
-from moorage.errors import UserError
+from moorage.core.errors import UserError
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 

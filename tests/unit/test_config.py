@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from moorage.config import expand, load_project, load_secrets, load_values
-from moorage.errors import EXIT_BAD_INPUT, ConfigError
+from moorage.core.config import expand, load_project, load_secrets, load_values
+from moorage.core.errors import EXIT_BAD_INPUT, ConfigError
 
 
 def make_root(tmp_path: Path, envs=("dev", "prod")) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from moorage import db
-from moorage.errors import UserError
+from moorage.core.errors import UserError
 
 URL = "postgresql+psycopg://app:p%40ss%3Aw0rd@db.example.org:6543/shop?sslmode=require"
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from moorage import doctor
-from moorage.config import guard_context, load_project
-from moorage.errors import EXIT_BAD_INPUT, Unreachable, UserError
+from moorage.core.config import guard_context, load_project
+from moorage.core.errors import EXIT_BAD_INPUT, Unreachable, UserError
 
 
 @pytest.fixture

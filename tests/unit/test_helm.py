@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from moorage import helm
-from moorage.config import load_project
-from moorage.errors import EXIT_BAD_INPUT, UserError
+from moorage.core.config import load_project
+from moorage.core.errors import EXIT_BAD_INPUT, UserError
 
 
 @pytest.fixture

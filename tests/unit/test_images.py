@@ -11,9 +11,9 @@ import pytest
 from invoke import Context, Exit
 
 from moorage import images
-from moorage.config import Environment, load_project
-from moorage.errors import CommandFailed, ConfigError, Unreachable, UserError
-from moorage.proc import Result
+from moorage.core.config import Environment, load_project
+from moorage.core.errors import CommandFailed, ConfigError, Unreachable, UserError
+from moorage.core.proc import Result
 
 DOCKERFILE = "ARG BASE=local/base:1\nFROM ${BASE}\nCOPY app/ /app/\nCMD [\"/app/run\"]\n"
 

@@ -5,13 +5,13 @@ import sys
 
 import pytest
 
-from moorage import proc
-from moorage.errors import EXIT_BAD_INPUT, CommandFailed, ToolMissing
+from moorage.core import proc
+from moorage.core.errors import EXIT_BAD_INPUT, CommandFailed, ToolMissing
 
 
 def test_secrets_are_redacted_in_logs_and_errors(caplog):
     secret = "s3cr3t-value"
-    caplog.set_level(logging.DEBUG, logger="moorage.proc")
+    caplog.set_level(logging.DEBUG, logger="moorage.core.proc")
     script = f"import sys; print('password is {secret}', file=sys.stderr); sys.exit(3)"
     with pytest.raises(CommandFailed) as err:
         proc.run([sys.executable, "-c", script], secrets=[secret], what="probe")
@@ -54,8 +54,8 @@ def test_stderr_tail_stays_on_one_line():
 
 SHIELD_SCRIPT = r"""
 import sys
-from moorage import proc
-from moorage.errors import Interrupted
+from moorage.core import proc
+from moorage.core.errors import Interrupted
 marker = sys.argv[1]
 child = f"import time, pathlib; time.sleep(1.0); pathlib.Path({marker!r}).write_text('finished')"
 try:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from moorage.errors import UserError
+from moorage.core.errors import UserError
 from moorage.readiness import (
     Resource,
     State,

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from moorage import smoke
-from moorage.config import SmokeCheck
+from moorage.core.config import SmokeCheck
 
 
 class Handler(BaseHTTPRequestHandler):

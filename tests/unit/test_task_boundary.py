@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from invoke import Config, Context, Exit, MockContext
 
-from moorage.errors import UserError
+from moorage.core.errors import UserError
 from moorage.tasks._boundary import confirm, mtask
 from tests.fixtures.tools import IN_CI
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from invoke import Exit, task
 
-from ..errors import MoorageError, UserError
+from ..core.errors import MoorageError, UserError
 
 
 class _Lazy:
@@ -84,7 +84,7 @@ def plain(value: Any) -> Any:
 
 def project(ctx):
     """The validated project configuration of this invocation (a ``moorage.config.Project``)."""
-    from ..config import CONFIG_FILE, load_project
+    from ..core.config import CONFIG_FILE, load_project
 
     raw = plain(ctx.config.get("moorage", {}) or {})
     root = Path(raw.get("root") or os.getcwd())
@@ -92,7 +92,7 @@ def project(ctx):
 
 
 def reporter(json_mode: bool = False):
-    from ..report import Reporter
+    from ..core.report import Reporter
 
     return Reporter(json_mode=json_mode)
 

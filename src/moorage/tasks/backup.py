@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from ..errors import OperationFailed
+from ..core.errors import OperationFailed
 from ._boundary import confirm, lazy, mtask, project, reporter
 
 bk = lazy("moorage.backup")
@@ -49,7 +49,7 @@ def create(ctx, env=None, database_url=None, name=None, release_revision=None, d
 @mtask(name="list", auto_shortflags=False, help={"env": TARGET_HELP["env"], "json": "print the backups as JSON on stdout"})
 def list_(ctx, env=None, json=False):
     """Show the environment's backups, newest first, with their status."""
-    from ..report import human_bytes
+    from ..core.report import human_bytes
 
     proj = project(ctx)
     environment = proj.env(env)
@@ -145,7 +145,7 @@ def restore(ctx, name, env=None, database_url=None, yes=False, force_env=False, 
     out = reporter()
     jobs = int(jobs)
     if jobs < 1:
-        from ..errors import UserError
+        from ..core.errors import UserError
 
         raise UserError("--jobs must be 1 or more", None)
     directory = bk.backup_dir(proj.backups_dir, environment.name)

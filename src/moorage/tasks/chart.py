@@ -7,7 +7,7 @@ from invoke import Collection
 from ._boundary import lazy, mtask, project, reporter
 
 helm = lazy("moorage.helm")
-config = lazy("moorage.config")
+config = lazy("moorage.core.config")
 
 LINT_TAG = "0000000000000000"
 
@@ -64,7 +64,7 @@ def template(ctx, env=None, output=None):
 @mtask(help={"env": "environment whose release to test (default: MOORAGE_ENV, then dev)"})
 def test(ctx, env=None):
     """Run the chart's in-cluster tests (`helm test`) against the deployed release."""
-    from .. import proc
+    from ..core import proc
 
     proj = project(ctx)
     environment = proj.env(env)

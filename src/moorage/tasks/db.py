@@ -6,7 +6,7 @@ from pathlib import Path
 
 from invoke import Collection
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ._boundary import confirm, lazy, mtask, project, reporter
 
 db = lazy("moorage.db")

@@ -6,7 +6,7 @@ import time
 
 from invoke import Collection
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ._boundary import lazy, mtask, project, reporter
 
 images = lazy("moorage.images")

@@ -69,7 +69,7 @@ def project_dir(tmp_path):
 def load_project(root: Path):
     import yaml
 
-    from moorage.config import load_project as load
+    from moorage.core.config import load_project as load
 
     return load(yaml.safe_load((root / "invoke.yaml").read_text())["moorage"], root)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from moorage import backup as bk
+from moorage.core.errors import OperationFailed, UserError
 from moorage.db import LocalTarget, parse_database_url
-from moorage.errors import OperationFailed, UserError
 
 from .conftest import fingerprint, inv, load_project, seed
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .errors import CommandFailed, Interrupted, ToolMissing
 
-log = logging.getLogger("moorage.proc")
+log = logging.getLogger(__name__)
 
 MASK = "******"
 STDERR_TAIL_LINES = 20

@@ -1,0 +1,1 @@
+"""Foundations every other floor stands on: errors, subprocesses, output, configuration."""
