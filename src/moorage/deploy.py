@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from . import helm, plan
-from .core.config import DEFAULT_ALEMBIC_INI, Environment, Project, guard_context, load_secrets, load_values
-from .core.errors import Interrupted, MoorageError, OperationFailed, UserError
+from .connection import Connected, connect, wait_release
+from .core.config import DEFAULT_ALEMBIC_INI, Environment, Project, load_secrets, load_values
+from .core.errors import Interrupted, MoorageError, OperationFailed
 from .core.report import Reporter
 
 
@@ -67,22 +67,6 @@ class Summary:
         return asdict(self)
 
 
-@dataclass
-class Cluster:
-    """A connected environment: its context, API client and release state."""
-
-    project: Project
-    env: Environment
-    context: str
-    api: Any
-    release: helm.Release | None
-    revisions: list[helm.Revision]
-
-    @property
-    def selector(self) -> str:
-        return f"app.kubernetes.io/instance={self.project.release}"
-
-
 class Phases:
     """Times each phase and remembers which one is running (for Ctrl-C messages)."""
 
@@ -101,45 +85,6 @@ class Phases:
             yield
         finally:
             self.summary.phases[name] = round(time.monotonic() - start, 3)
-
-
-def ensure_minikube(env: Environment, context: str, *, dry_run: bool, reporter: Reporter) -> None:
-    """Start minikube when the environment asks for it and its profile is not running."""
-    from .core import proc
-
-    if not env.start_minikube or context != "minikube" and env.cluster != "minikube":
-        return
-    profile = context or "minikube"
-    state = proc.run(["minikube", "-p", profile, "status", "--format", "{{.APIServer}}"], timeout=60,
-                     check=False, what="minikube status").stdout.strip()
-    if state == "Running":
-        return
-    if dry_run:
-        reporter.line(f"would start minikube profile '{profile}' (it is {state or 'not running'})")
-        return
-    with reporter.progress(f"starting minikube profile '{profile}'"):
-        proc.run(["minikube", "start", "-p", profile], timeout=900, what="minikube start",
-                 hint="see `minikube logs`; or start the cluster yourself and re-run")
-
-
-def connect(project: Project, env: Environment, *, dry_run: bool = False, reporter: Reporter | None = None,
-            allow_production: bool = False, read_release: bool = True, read_history: bool = True) -> Cluster:
-    """Resolve the context, refuse unsafe ones, check the cluster answers, read the release."""
-    from . import kube
-
-    if env.production and not allow_production:
-        raise UserError(f"environment '{env.name}' is production: the dev.* tasks do not touch it",
-                        f"deploy it from CI with: inv deploy --env {env.name}")
-    context = kube.resolve_context(env.context)
-    guard_context(project, env, context)
-    if reporter is not None:
-        ensure_minikube(env, context, dry_run=dry_run, reporter=reporter)
-    api = kube.client(context)
-    release = helm.status(project.release, env.namespace, context) if read_release else None
-    # The history matters for rollbacks and for freeing a pending release; a deploy needs it only then.
-    wanted = release is not None and (read_history or release.pending)
-    revisions = helm.history(project.release, env.namespace, context) if wanted else []
-    return Cluster(project, env, context, api, release, revisions)
 
 
 def run(project: Project, env: Environment, options: Options, reporter: Reporter,
@@ -303,24 +248,7 @@ def _interrupted_state(current: str, summary: Summary) -> str:
     return f"interrupted during {current}: {states.get(current, 'see `inv dev.status`')}"
 
 
-def wait_release(cluster: Cluster, reporter: Reporter, *, diagnostics: bool = True) -> None:
-    """Wait for the release's workloads (from its manifest); OperationFailed with the reason if not ready.
-
-    With ``diagnostics`` a failure also writes the bundle, helm status and history included.
-    """
-    from . import readiness
-
-    project, env = cluster.project, cluster.env
-    objects = helm.manifest(project.release, env.namespace, cluster.context)
-    resources = [readiness.Resource.of(kind, name, ns) for kind, name, ns in helm.resources_to_wait(objects, env.namespace)]
-    out_dir = None
-    if diagnostics:
-        out_dir = project.diagnostics_dir / f"{env.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
-    readiness.wait_with_view(cluster.api, resources, env.timeout, reporter, label_selector=cluster.selector,
-                             diagnostics_dir=out_dir, namespace=env.namespace, extra=lambda: _helm_extra(cluster))
-
-
-def _wait(cluster: Cluster, summary: Summary, reporter: Reporter, helm_major: int,
+def _wait(cluster: Connected, summary: Summary, reporter: Reporter, helm_major: int,
           decided: plan.DeployPlan, options: Options) -> None:
     try:
         wait_release(cluster, reporter)
@@ -331,7 +259,7 @@ def _wait(cluster: Cluster, summary: Summary, reporter: Reporter, helm_major: in
         raise
 
 
-def _smoke(cluster: Cluster, summary: Summary, reporter: Reporter, helm_major: int,
+def _smoke(cluster: Connected, summary: Summary, reporter: Reporter, helm_major: int,
            decided: plan.DeployPlan, options: Options) -> None:
     from . import kube, smoke
 
@@ -351,20 +279,7 @@ def _smoke(cluster: Cluster, summary: Summary, reporter: Reporter, helm_major: i
         raise OperationFailed(message, "see the table above; `inv dev.logs --component backend` shows the logs")
 
 
-def _helm_extra(cluster: Cluster) -> dict[str, str]:
-    from .core import proc
-
-    project, env = cluster.project, cluster.env
-    extra = {}
-    for name, args in (("helm-status.txt", ["status", project.release]),
-                       ("helm-history.txt", ["history", project.release])):
-        result = proc.run(["helm", *args, "--namespace", env.namespace, "--kube-context", cluster.context],
-                          timeout=60, check=False, what=f"helm {args[0]}")
-        extra[name] = result.stdout + result.stderr
-    return extra
-
-
-def _recover(cluster: Cluster, decided: plan.DeployPlan, options: Options, summary: Summary,
+def _recover(cluster: Connected, decided: plan.DeployPlan, options: Options, summary: Summary,
              reporter: Reporter, helm_major: int, reason: str) -> None:
     """Roll back a failed upgrade; leave a failed first install for inspection, saying how to clean up."""
     from .core import proc

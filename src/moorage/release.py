@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import helm
+from .connection import connect, wait_release
 from .core.config import Environment, Project
 from .core.errors import UserError
 from .core.report import Reporter
@@ -46,7 +47,6 @@ def pick_rollback(revisions: list[helm.Revision], current: int, wanted: int | No
 
 
 def rollback_target(project: Project, env: Environment, wanted: int | None) -> RollbackTarget:
-    from .deploy import connect
 
     cluster = connect(project, env)
     if cluster.release is None:
@@ -60,7 +60,6 @@ def rollback_target(project: Project, env: Environment, wanted: int | None) -> R
 
 def rollback(project: Project, env: Environment, target: RollbackTarget, reporter: Reporter) -> None:
     from .core import proc
-    from .deploy import connect, wait_release
 
     proc.run(target.command, timeout=env.timeout + 60, what="helm rollback", shield=True)
     cluster = connect(project, env)
@@ -98,7 +97,6 @@ def undeploy_plan(project: Project, env: Environment, *, purge: bool) -> Undeplo
     from kubernetes.client import CoreV1Api
 
     from . import kube
-    from .deploy import connect
 
     cluster = connect(project, env)
     claims = kube.retrying(CoreV1Api(cluster.api).list_namespaced_persistent_volume_claim, env.namespace,
@@ -112,7 +110,6 @@ def undeploy_plan(project: Project, env: Environment, *, purge: bool) -> Undeplo
 def undeploy(project: Project, env: Environment, plan: UndeployPlan, reporter: Reporter) -> None:
     from . import kube
     from .core import proc
-    from .deploy import connect
 
     if plan.installed:
         proc.run(plan.uninstall, timeout=env.timeout + 60, what="helm uninstall", shield=True)
@@ -148,7 +145,6 @@ class StatusReport:
 def collect_status(project: Project, env: Environment) -> StatusReport:
     """The release, its history, its images and the state of each workload, read in one pass."""
     from . import readiness
-    from .deploy import connect
 
     cluster = connect(project, env)
     report = StatusReport(project.release, env.namespace, cluster.context, cluster.release is not None)

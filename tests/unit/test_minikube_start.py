@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from moorage.connection import ensure_minikube
 from moorage.core.config import Environment
 from moorage.core.report import Reporter
-from moorage.deploy import ensure_minikube
 
 
 @pytest.fixture

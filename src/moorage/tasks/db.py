@@ -42,10 +42,9 @@ def _run_in_cluster(proj, environment, args: list[str], ctx, out, dry_run: bool)
     if dry_run:
         out.line("dry run: nothing was created")
         return
-    from .. import deploy as pipeline
-    from .. import migrate
+    from .. import connection, migrate
 
-    cluster = pipeline.connect(proj, environment, allow_production=True, read_release=False)
+    cluster = connection.connect(proj, environment, allow_production=True, read_release=False)
     migrate.run_job(cluster.api, proj, environment, plan["deployment"], plan["command"], out)
 
 

@@ -52,12 +52,11 @@ def status(ctx, env=None, json=False):
 })
 def logs(ctx, env=None, component="backend", follow=False, tail=100, previous=False):
     """Show (or follow) the logs of a component's pods."""
-    from .. import deploy as pipeline
-    from .. import kube
+    from .. import connection, kube
 
     proj = project(ctx)
     environment = proj.env(env)
-    cluster = pipeline.connect(proj, environment)
+    cluster = connection.connect(proj, environment)
     selector = f"app.kubernetes.io/instance={proj.release},app.kubernetes.io/component={component}"
     try:
         kube.stream_logs(cluster.api, environment.namespace, selector, tail=int(tail), follow=follow,
@@ -76,12 +75,11 @@ def port_forward(ctx, env=None, service="frontend", port=None, local_port=None):
     """Forward a local port to a Service of the release until Ctrl-C (no kubectl needed)."""
     import threading
 
-    from .. import deploy as pipeline
-    from .. import kube
+    from .. import connection, kube
 
     proj = project(ctx)
     environment = proj.env(env)
-    cluster = pipeline.connect(proj, environment)
+    cluster = connection.connect(proj, environment)
     name = f"{proj.release}-{service}"
     remote = int(port) if port else kube.service_port(cluster.api, environment.namespace, name)
     wanted = int(local_port) if local_port else remote
