@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from moorage.db import LocalTarget, parse_database_url  # noqa: E402
+from moorage.pg import LocalTarget, parse_database_url  # noqa: E402
 from tests.fixtures.servers import PostgresServer, running_postgres  # noqa: E402
 
 

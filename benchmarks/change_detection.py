@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from moorage import images  # noqa: E402
+from moorage import engine, images  # noqa: E402
 from moorage.core.config import load_project, load_yaml  # noqa: E402
 from moorage.core.errors import MoorageError  # noqa: E402
 
@@ -45,8 +45,8 @@ def main() -> None:
     resolve = lambda ref: None  # noqa: E731
     start = time.perf_counter()
     try:
-        client = images.connect()
-        resolve = images.resolver(client)
+        client = engine.connect()
+        resolve = engine.resolver(client)
         print(f"docker-py import + connect (once per run of a task): {(time.perf_counter() - start) * 1000:.0f} ms")
     except MoorageError as exc:
         print(f"note: {exc.message}; base image IDs are not resolved")

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from moorage import kube  # noqa: E402
-from moorage.readiness import Resource, State, Verdict, deployment_state, wait_for  # noqa: E402
+from moorage.readiness import Resource, State, Verdict, wait_for  # noqa: E402
+from moorage.readiness.rules import deployment_state  # noqa: E402
 from tests.fixtures.kubeapi import FakeKubeAPI, load_object, load_objects, merge  # noqa: E402
 
 NS = "shop"

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from moorage import images  # noqa: E402
+from moorage import engine, images  # noqa: E402
 from moorage.core.config import load_project, load_yaml  # noqa: E402
 from moorage.core.report import Reporter, human_bytes  # noqa: E402
 
@@ -33,14 +33,14 @@ HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 def build_once(project, env, name: str, client, reporter, ca, *, nocache: bool) -> tuple[float, str]:
     image = project.image(name)
     contexts: dict = {}
-    (state,) = images.image_states(project, env, images=[image], resolve_base=images.resolver(client),
+    (state,) = images.image_states(project, env, images=[image], resolve_base=engine.resolver(client),
                                    contexts=contexts)
     missing = [ref for ref, iid in state.bases.items() if iid is None]
     if missing:
         sys.exit(f"base image {missing[0]} is not in the engine: run scripts/base-images.sh and set "
                  "MOORAGE_PYTHON_IMAGE / MOORAGE_NGINX_IMAGE")
     start = time.perf_counter()
-    images.build(client, state, contexts[name], reporter=reporter, ca_bundle=ca, nocache=nocache)
+    images.build_image(client, state, contexts[name], reporter=reporter, ca_bundle=ca, nocache=nocache)
     return time.perf_counter() - start, state.ref
 
 
@@ -57,7 +57,7 @@ def main() -> None:
     if not (ROOT / project.image(args.image).dockerfile).is_file():
         sys.exit(f"{project.image(args.image).dockerfile} does not exist yet")
     ca = images.ca_bundle_from_env() or (HOST_CA if HOST_CA.is_file() else None)
-    client = images.connect()
+    client = engine.connect()
     reporter = Reporter(stream=sys.stderr, tty=False)
 
     cold, ref = build_once(project, env, args.image, client, reporter, ca, nocache=True)

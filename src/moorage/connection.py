@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from . import helm, kube, readiness
+from .cluster import ensure_minikube
 from .core import proc
 from .core.config import Environment, Project, guard_context
 from .core.errors import UserError
@@ -30,24 +32,7 @@ class Connected:
 
     @property
     def selector(self) -> str:
-        return f"app.kubernetes.io/instance={self.project.release}"
-
-
-def ensure_minikube(env: Environment, context: str, *, dry_run: bool, reporter: Reporter) -> None:
-    """Start minikube when the environment asks for it and its profile is not running."""
-    if not env.start_minikube or context != "minikube" and env.cluster != "minikube":
-        return
-    profile = context or "minikube"
-    state = proc.run(["minikube", "-p", profile, "status", "--format", "{{.APIServer}}"], timeout=60,
-                     check=False, what="minikube status").stdout.strip()
-    if state == "Running":
-        return
-    if dry_run:
-        reporter.line(f"would start minikube profile '{profile}' (it is {state or 'not running'})")
-        return
-    with reporter.progress(f"starting minikube profile '{profile}'"):
-        proc.run(["minikube", "start", "-p", profile], timeout=900, what="minikube start",
-                 hint="see `minikube logs`; or start the cluster yourself and re-run")
+        return self.project.selector()
 
 
 def connect(project: Project, env: Environment, *, dry_run: bool = False, reporter: Reporter | None = None,
@@ -68,17 +53,19 @@ def connect(project: Project, env: Environment, *, dry_run: bool = False, report
     return Connected(project, env, context, api, release, revisions)
 
 
-def wait_release(cluster: Connected, reporter: Reporter, *, diagnostics: bool = True) -> None:
+def diagnostics_dir(project: Project, env: Environment) -> Path:
+    """Where a failed wait writes its diagnostics bundle (one folder per run, named by time)."""
+    return project.diagnostics_dir / f"{env.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
+
+
+def wait_release(cluster: Connected, reporter: Reporter, *, out_dir: Path | None = None) -> None:
     """Wait for the release's workloads (from its manifest); OperationFailed with the reason if not ready.
 
-    With ``diagnostics`` a failure also writes the bundle, helm status and history included.
+    With ``out_dir`` a failure also writes the diagnostics bundle there, helm status and history included.
     """
     project, env = cluster.project, cluster.env
     objects = helm.manifest(project.release, env.namespace, cluster.context)
-    resources = [readiness.Resource.of(kind, name, ns) for kind, name, ns in helm.resources_to_wait(objects, env.namespace)]
-    out_dir = None
-    if diagnostics:
-        out_dir = project.diagnostics_dir / f"{env.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    resources = readiness.resources_in(objects, env.namespace)
     readiness.wait_with_view(cluster.api, resources, env.timeout, reporter, label_selector=cluster.selector,
                              diagnostics_dir=out_dir, namespace=env.namespace, extra=lambda: _helm_extra(cluster))
 

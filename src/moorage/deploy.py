@@ -22,10 +22,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import helm, plan
-from .connection import Connected, connect, wait_release
+from . import artifacts, database, helm, kube, plan, smoke
+from .cluster import delivery_method, normalise_ref
+from .connection import Connected, connect, diagnostics_dir, wait_release
+from .core import lock, proc
 from .core.config import DEFAULT_ALEMBIC_INI, Environment, Project, load_secrets, load_values
 from .core.errors import Interrupted, MoorageError, OperationFailed
+from .core.lock import scope_name
 from .core.report import Reporter
 
 
@@ -87,152 +90,213 @@ class Phases:
             self.summary.phases[name] = round(time.monotonic() - start, 3)
 
 
-def run(project: Project, env: Environment, options: Options, reporter: Reporter,
-        on_plan: Callable[[plan.DeployPlan], None] | None = None) -> Summary:
-    """Deploy ``env``; returns the summary, raises the project's errors on failure."""
-    from . import images
+@dataclass
+class Run:
+    """One deploy in progress: what was observed and decided, handed from phase to phase."""
 
-    summary = Summary(env.name, env.namespace, project.release)
-    phase = Phases(summary, reporter)
+    project: Project
+    env: Environment
+    options: Options
+    reporter: Reporter
+    summary: Summary
+    secrets: dict[str, str] = field(default_factory=dict)
+    env_values: dict[str, Any] = field(default_factory=dict)
+    helm_major: int = 4
+    cluster: Connected | None = None
+    workspace: artifacts.Workspace | None = None
+    in_cluster: set[str] = field(default_factory=set)
+    image_layer: dict[str, Any] = field(default_factory=dict)
+    secret_layer: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""
+    decided: plan.DeployPlan | None = None
+
+
+def deploy(project: Project, env: Environment, options: Options, reporter: Reporter,
+           on_plan: Callable[[plan.DeployPlan], None] | None = None) -> Summary:
+    """Deploy ``env``; returns the summary, raises the project's errors on failure.
+
+    One deploy of a release at a time: a second one started meanwhile (another
+    terminal, a concurrent CI job on this checkout) is refused, naming the first.
+    """
+    run = Run(project, env, options, reporter, Summary(env.name, env.namespace, project.release))
+    phase = Phases(run.summary, reporter)
     try:
         with phase("preflight", f"preflight: environment {env.name}"):
-            env_values = load_values(env)
-            secrets = load_secrets(project, env)
-            helm_major = helm.major_version()
-            cluster = connect(project, env, dry_run=options.dry_run, reporter=reporter,
-                              allow_production=options.allow_production, read_history=False)
-            helm.check_not_pending(cluster.release, cluster.revisions, cluster.context)
-            deployed_digest = (helm.deployed_digest(project.release, env.namespace, cluster.context)
-                               if cluster.release else "")
-            target = images.observe(project, env, context=cluster.context)
-            refs = {s.name: (s.repository, s.tag) for s in target.states}
-            summary.images = {s.name: s.ref for s in target.states}
-            engine_shared = target.engine.cluster_reads_it
-            in_cluster = (set() if engine_shared else
-                          images.cluster_images(target.cluster, [s.ref for s in target.states],
-                                                client=target.client) or set())
-            image_layer = helm.image_values(project, refs)
-            secret_layer = helm.secret_values(project, secrets)
-            digest = plan.release_digest(project.chart, [env_values, image_layer, secret_layer])
-            states = [plan.ImageState(s.name, s.ref, s.ref in target.present,
-                                      engine_shared or images.normalise_ref(s.ref) in in_cluster)
-                      for s in target.states]
-            release_state = (plan.ReleaseState(cluster.release.revision, cluster.release.status, deployed_digest)
-                             if cluster.release else None)
-            decided = plan.decide(
-                environment=env.name, namespace=env.namespace, context=cluster.context,
-                cluster=target.cluster.kind, delivery=_delivery_label(target), images=states,
-                release=release_state, digest=digest, force=options.force,
-                smoke=[c.name for c in env.smoke],
-                values_files=[str(env.values_file.relative_to(project.root)), "<generated images>",
-                              "<private secrets>"],
-            )
-            if decided.upgrade:
-                # Render first: values the chart's schema rejects stop here, before anything is built.
-                _render(project, env, image_layer, secret_layer, digest, secrets)
-        summary.plan = decided.lines()
+            preflight(run)
+        run.summary.plan = run.decided.lines()
         if on_plan:
-            on_plan(decided)
+            on_plan(run.decided)
         if options.dry_run:
-            summary.status = "dry-run"
-            return summary
-
-        if decided.build:
-            with phase("build", f"build: {', '.join(decided.build)}"):
-                planned = [p for p in images.plan_builds(target.states, target.present, force=options.force)
-                           if p.name in decided.build]
-                states_now = images.pull_missing_bases(target, project, env, planned, reporter=reporter)
-                ca_bundle = images.ca_bundle_from_env()
-                for state in states_now:
-                    if state.name in decided.build:
-                        images.build(target.client, state, target.contexts[state.name], reporter=reporter,
-                                     ca_bundle=ca_bundle, log_dir=project.root / ".moorage" / "logs")
-                summary.built = list(decided.build)
-        if decided.deliver:
-            with phase("deliver", f"deliver: {', '.join(decided.deliver)} via {decided.delivery}"):
-                steps = images.delivery_plan(target.cluster, [summary.images[n] for n in decided.deliver],
-                                             in_cluster, engine_shared=engine_shared)
-                images.deliver(steps, client=target.client, reporter=reporter)
-                summary.delivered = list(decided.deliver)
-
-        revision = cluster.release.revision if cluster.release else None
-        if decided.upgrade and options.backup_before_migrations and cluster.release is not None:
-            with phase("backup", "backup: before pending migrations"):
-                summary.backup = backup_if_migrating(project, env, options, reporter)
-        if decided.upgrade:
-            with phase("helm", f"helm: {'install' if decided.first_install else 'upgrade'} {project.release}"):
-                layers = {"images": helm.merge(image_layer, {"global": {"deployDigest": digest}}),
-                          "secrets": secret_layer}
-                with helm.private_values(layers) as files:
-                    args = helm.upgrade_command(project.release, project.chart, env,
-                                                [env.values_file, files["images"], files["secrets"]],
-                                                helm_major, context=cluster.context,
-                                                native_wait=options.native_wait)
-                    try:
-                        helm.run(args, timeout=env.timeout + 60, secrets=list(secrets.values()),
-                                 what="helm upgrade", shield=True,
-                                 values_hint=f"fix {env.values_file.relative_to(project.root)}")
-                    except OperationFailed as exc:
-                        _recover(cluster, decided, options, summary, reporter, helm_major, str(exc.message))
-                        raise
-                now = helm.status(project.release, env.namespace, cluster.context)
-                revision = now.revision if now else revision
-        else:
-            reporter.ok(f"release {project.release} is up to date (revision {revision}): nothing to build, "
-                        "deliver or upgrade")
-        summary.revision = revision
-
-        with phase("wait", "wait: readiness"):
-            _wait(cluster, summary, reporter, helm_major, decided, options)
-
-        run_smoke = options.smoke if options.smoke is not None else decided.upgrade
-        if env.smoke and run_smoke:
-            with phase("smoke", "smoke tests"):
-                _smoke(cluster, summary, reporter, helm_major, decided, options)
-        elif env.smoke:
-            reporter.line("smoke tests skipped: nothing changed (run them with --smoke)")
-        summary.status = "deployed" if decided.upgrade else "up-to-date"
-        summary.urls = urls(project, env)
-        return summary
+            run.summary.status = "dry-run"
+            return run.summary
+        scope = scope_name("release", env.name, env.namespace, project.release)
+        with lock.hold(project.root, scope, f"a deploy of {project.release} to {env.name}"):
+            _execute(run, phase)
+        return run.summary
     except KeyboardInterrupt:
-        raise Interrupted(_interrupted_state(phase.current, summary)) from None
+        raise Interrupted(_interrupted_state(phase.current, run.summary)) from None
     except Interrupted as exc:
-        raise Interrupted(f"{exc.message}; {_interrupted_state(phase.current, summary)}") from None
+        raise Interrupted(f"{exc.message}; {_interrupted_state(phase.current, run.summary)}") from None
 
 
-def backup_if_migrating(project: Project, env: Environment, options: Options, reporter: Reporter) -> str | None:
-    """A verified backup when the new code has migrations the database has not applied; its path, or None."""
-    from . import backup, db
+def _execute(run: Run, phase: Phases) -> None:
+    decided, summary, env = run.decided, run.summary, run.env
+    if decided.build:
+        with phase("build", f"build: {', '.join(decided.build)}"):
+            build(run)
+    if decided.deliver:
+        with phase("deliver", f"deliver: {', '.join(decided.deliver)} via {decided.delivery}"):
+            deliver(run)
+    summary.revision = run.cluster.release.revision if run.cluster.release else None
+    if decided.upgrade and run.options.backup_before_migrations and run.cluster.release is not None:
+        with phase("backup", "backup: before pending migrations"):
+            summary.backup = database.backup_if_migrating(run.project, env, run.options.alembic_ini, run.reporter)
+    if decided.upgrade:
+        verb = "install" if decided.first_install else "upgrade"
+        with phase("helm", f"helm: {verb} {run.project.release}"):
+            upgrade(run)
+    else:
+        run.reporter.ok(f"release {run.project.release} is up to date (revision {summary.revision}): "
+                        "nothing to build, deliver or upgrade")
+    with phase("wait", "wait: readiness"):
+        wait(run)
+    run_smoke = run.options.smoke if run.options.smoke is not None else decided.upgrade
+    if env.smoke and run_smoke:
+        with phase("smoke", "smoke tests"):
+            smoke_test(run)
+    elif env.smoke:
+        run.reporter.line("smoke tests skipped: nothing changed (run them with --smoke)")
+    summary.status = "deployed" if decided.upgrade else "up-to-date"
+    summary.urls = urls(run.project, env)
 
-    target = db.target_for(project, env, None)
-    current = db.database_info(target)["alembic_heads"]
-    status = db.migration_status(project.root / options.alembic_ini, current)
-    if not status.pending:
-        reporter.line("no pending migrations: no backup needed")
-        return None
-    names = ", ".join(r.revision for r in status.pending)
-    reporter.line(f"pending migrations ({names}): taking a verified backup first")
-    taken = backup.create_backup(target, backup.backup_dir(project.backups_dir, env.name), environment=env.name,
-                                 label="pre-upgrade")
-    backup.verify_backup(taken)
-    reporter.ok(f"backup {taken.path.name} verified")
-    return str(taken.path)
+
+def preflight(run: Run) -> None:
+    """Read the configuration and the world, and decide the plan; changes nothing."""
+    project, env, options = run.project, run.env, run.options
+    run.env_values = load_values(env)
+    run.secrets = load_secrets(project, env)
+    run.helm_major = helm.major_version()
+    run.cluster = cluster = connect(project, env, dry_run=options.dry_run, reporter=run.reporter,
+                                    allow_production=options.allow_production, read_history=False)
+    helm.check_not_pending(cluster.release, cluster.revisions, cluster.context)
+    deployed_digest = helm.deployed_digest(project.release, env.namespace, cluster.context) if cluster.release else ""
+    run.workspace = ws = artifacts.observe(project, env, context=cluster.context)
+    run.in_cluster = artifacts.in_cluster(ws) or set()
+    _layers(run)
+    shared = ws.engine.cluster_reads_it
+    facts = [plan.ImageFacts(s.name, s.ref, s.ref in ws.present, shared or normalise_ref(s.ref) in run.in_cluster)
+             for s in ws.states]
+    release = (plan.ReleaseState(cluster.release.revision, cluster.release.status, deployed_digest)
+               if cluster.release else None)
+    run.decided = plan.decide(
+        environment=env.name, namespace=env.namespace, context=cluster.context, cluster=ws.cluster.kind,
+        delivery="none" if shared else delivery_method(ws.cluster.kind, ws.engine.runtime), images=facts,
+        release=release, digest=run.digest, force=options.force, smoke=[c.name for c in env.smoke],
+        values_files=[str(env.values_file.relative_to(project.root)), "<generated images>", "<private secrets>"],
+    )
+    if run.decided.upgrade:
+        # Render first: values the chart's schema rejects stop here, before anything is built.
+        with helm.layered_values(env, run.image_layer, run.secret_layer, run.digest) as files:
+            helm.call(helm.template_command(project.release, project.chart, env.namespace, files), timeout=120,
+                      secrets=list(run.secrets.values()), what="helm template", values_files=[env.values_file])
 
 
-def _delivery_label(target) -> str:
-    if target.engine.cluster_reads_it:
-        return "none"
-    return plan.delivery_for(target.cluster.kind, target.engine.runtime)
+def _layers(run: Run) -> None:
+    """The generated values layers and the release digest, from the images' current tags."""
+    states = run.workspace.states
+    run.summary.images = {s.name: s.ref for s in states}
+    run.image_layer = helm.image_values(run.project, {s.name: (s.repository, s.tag) for s in states})
+    run.secret_layer = helm.secret_values(run.project, run.secrets)
+    run.digest = plan.release_digest(run.project.chart, [run.env_values, run.image_layer, run.secret_layer])
 
 
-def _render(project: Project, env: Environment, image_layer: dict, secret_layer: dict, digest: str,
-            secrets: dict[str, str]) -> None:
-    layers = {"images": helm.merge(image_layer, {"global": {"deployDigest": digest}}), "secrets": secret_layer}
-    with helm.private_values(layers) as files:
-        args = helm.template_command(project.release, project.chart, env.namespace,
-                                     [env.values_file, files["images"], files["secrets"]])
-        helm.run(args, timeout=120, secrets=list(secrets.values()), what="helm template",
-                 values_hint=f"fix {env.values_file.relative_to(project.root)}")
+def build(run: Run) -> None:
+    """Build the planned images; a base image pulled meanwhile changes tags, so the layers follow."""
+    artifacts.build_images(run.workspace, run.project, run.env, force=run.options.force, reporter=run.reporter)
+    _layers(run)
+    run.summary.built = list(run.decided.build)
+
+
+def deliver(run: Run) -> None:
+    names = run.decided.deliver
+    steps = artifacts.delivery_steps(run.workspace, run.in_cluster, [run.summary.images[n] for n in names])
+    artifacts.deliver_images(run.workspace, steps, reporter=run.reporter)
+    run.summary.delivered = list(names)
+
+
+def upgrade(run: Run) -> None:
+    """helm upgrade --install with the layered values; a failure rolls back (see ``recover``)."""
+    project, env, cluster = run.project, run.env, run.cluster
+    with helm.layered_values(env, run.image_layer, run.secret_layer, run.digest) as files:
+        args = helm.upgrade_command(project.release, project.chart, env, files, run.helm_major,
+                                    context=cluster.context, native_wait=run.options.native_wait)
+        try:
+            helm.call(args, timeout=env.timeout + 60, secrets=list(run.secrets.values()), what="helm upgrade",
+                      shield=True, values_files=[env.values_file])
+        except OperationFailed as exc:
+            recover(run, exc.message)
+            raise
+    now = helm.status(project.release, env.namespace, cluster.context)
+    run.summary.revision = now.revision if now else run.summary.revision
+
+
+def wait(run: Run) -> None:
+    """Wait for the release's workloads; on failure keep this run's diagnostics bundle and roll back."""
+    bundle = diagnostics_dir(run.project, run.env)
+    try:
+        wait_release(run.cluster, run.reporter, out_dir=bundle)
+    except OperationFailed as exc:
+        run.summary.diagnostics = str(bundle) if bundle.exists() else None
+        recover(run, exc.message)
+        raise
+
+
+def smoke_test(run: Run) -> None:
+    env, cluster = run.env, run.cluster
+
+    def forward(namespace: str, service: str, port: int):
+        return kube.port_forward(cluster.api, namespace, service, port)
+
+    results = smoke.run_checks(env.smoke, env.namespace, run.project.service_name, forward)
+    run.summary.smoke = [r.as_dict() for r in results]
+    run.reporter.table(["check", "ok", "url", "detail"],
+                       [[r.name, "yes" if r.ok else "NO", r.url, r.detail] for r in results], title="smoke tests")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        message = f"smoke test '{failed[0].name}' failed: {failed[0].detail}"
+        recover(run, message)
+        raise OperationFailed(message, "see the table above; `inv dev.logs --component backend` shows the logs")
+
+
+def recover(run: Run, reason: str) -> None:
+    """Roll back a failed upgrade; leave a failed first install for inspection, saying how to clean up."""
+    project, env, cluster, decided, reporter = run.project, run.env, run.cluster, run.decided, run.reporter
+    target = f"--namespace {env.namespace} --kube-context {cluster.context}"
+    if not decided.upgrade:
+        return
+    if decided.rollback_to is None:
+        reporter.line(f"the first install failed ({reason}); it is left in place for inspection. "
+                      f"Clean up with: inv dev.undeploy --env {env.name} (or helm uninstall {project.release} {target})")
+        return
+    if run.options.no_rollback:
+        reporter.line(f"not rolling back (--no-rollback); to do it: inv dev.rollback --env {env.name} "
+                      f"--revision {decided.rollback_to}")
+        return
+    reporter.step(f"rolling back to revision {decided.rollback_to}")
+    args = helm.rollback_command(project.release, decided.rollback_to, env.namespace, cluster.context,
+                                 env.timeout, run.helm_major)
+    try:
+        proc.run(args, timeout=env.timeout + 60, what="helm rollback", shield=True)
+    except MoorageError as exc:
+        reporter.line(f"rollback failed too: {exc.line()}")
+        return
+    run.summary.rolled_back_to = decided.rollback_to
+    try:
+        wait_release(cluster, reporter)
+    except OperationFailed as exc:
+        reporter.line(f"rolled back to revision {decided.rollback_to}, but it is not ready either: {exc.message}")
+        return
+    reporter.line(f"rolled back to revision {decided.rollback_to}: the previous release is serving again")
 
 
 def _interrupted_state(current: str, summary: Summary) -> str:
@@ -246,71 +310,6 @@ def _interrupted_state(current: str, summary: Summary) -> str:
         "smoke": f"revision {summary.revision} is ready; smoke tests did not finish",
     }
     return f"interrupted during {current}: {states.get(current, 'see `inv dev.status`')}"
-
-
-def _wait(cluster: Connected, summary: Summary, reporter: Reporter, helm_major: int,
-          decided: plan.DeployPlan, options: Options) -> None:
-    try:
-        wait_release(cluster, reporter)
-    except OperationFailed as exc:
-        bundles = sorted(cluster.project.diagnostics_dir.glob(f"{cluster.env.name}-*"))
-        summary.diagnostics = str(bundles[-1]) if bundles else None
-        _recover(cluster, decided, options, summary, reporter, helm_major, exc.message)
-        raise
-
-
-def _smoke(cluster: Connected, summary: Summary, reporter: Reporter, helm_major: int,
-           decided: plan.DeployPlan, options: Options) -> None:
-    from . import kube, smoke
-
-    env = cluster.env
-
-    def forward(namespace: str, service: str, port: int):
-        return kube.port_forward(cluster.api, namespace, service, port)
-
-    results = smoke.run_checks(env.smoke, env.namespace, cluster.project.release, forward)
-    summary.smoke = [r.as_dict() for r in results]
-    reporter.table(["check", "ok", "url", "detail"],
-                   [[r.name, "yes" if r.ok else "NO", r.url, r.detail] for r in results], title="smoke tests")
-    failed = [r for r in results if not r.ok]
-    if failed:
-        message = f"smoke test '{failed[0].name}' failed: {failed[0].detail}"
-        _recover(cluster, decided, options, summary, reporter, helm_major, message)
-        raise OperationFailed(message, "see the table above; `inv dev.logs --component backend` shows the logs")
-
-
-def _recover(cluster: Connected, decided: plan.DeployPlan, options: Options, summary: Summary,
-             reporter: Reporter, helm_major: int, reason: str) -> None:
-    """Roll back a failed upgrade; leave a failed first install for inspection, saying how to clean up."""
-    from .core import proc
-
-    project, env = cluster.project, cluster.env
-    target = f"--namespace {env.namespace} --kube-context {cluster.context}"
-    if not decided.upgrade:
-        return
-    if decided.rollback_to is None:
-        reporter.line(f"the first install failed ({reason}); it is left in place for inspection. "
-                      f"Clean up with: inv dev.undeploy --env {env.name} (or helm uninstall {project.release} {target})")
-        return
-    if options.no_rollback:
-        reporter.line(f"not rolling back (--no-rollback); to do it: inv dev.rollback --env {env.name} "
-                      f"--revision {decided.rollback_to}")
-        return
-    reporter.step(f"rolling back to revision {decided.rollback_to}")
-    args = helm.rollback_command(project.release, decided.rollback_to, env.namespace, cluster.context,
-                                 env.timeout, helm_major)
-    try:
-        proc.run(args, timeout=env.timeout + 60, what="helm rollback", shield=True)
-    except MoorageError as exc:
-        reporter.line(f"rollback failed too: {exc.line()}")
-        return
-    summary.rolled_back_to = decided.rollback_to
-    try:
-        wait_release(cluster, reporter, diagnostics=False)
-    except OperationFailed as exc:
-        reporter.line(f"rolled back to revision {decided.rollback_to}, but it is not ready either: {exc.message}")
-        return
-    reporter.line(f"rolled back to revision {decided.rollback_to}: the previous release is serving again")
 
 
 def urls(project: Project, env: Environment) -> list[str]:
@@ -329,7 +328,7 @@ def run_and_report(project: Project, env: Environment, options: Options, reporte
                    json_mode: bool = False) -> Summary:
     """Run the pipeline and show its result: the plan on --dry-run, the summary table, or JSON."""
     on_plan = (lambda p: [reporter.line(line) for line in p.lines()]) if options.dry_run else None
-    summary = run(project, env, options, reporter, on_plan=on_plan)
+    summary = deploy(project, env, options, reporter, on_plan=on_plan)
     if json_mode:
         reporter.emit_json(summary.as_dict())
     elif not options.dry_run:

@@ -1,24 +1,25 @@
-"""Health checks of the machine and the cluster, each with a fix hint.
+"""``inv doctor``: health checks of the machine and the cluster, each with a fix hint.
 
 Every check is a small function returning a :class:`Check`; ``run_checks``
-decides which apply to an environment (kubectl only when needed, minikube
-only for a minikube cluster...). ``guard_context`` is the context-safety rule
-that dev tasks apply before touching a cluster.
+decides which apply to an environment (a cluster CLI only for its cluster
+kind) and runs them. The context-safety rule itself is
+``moorage.core.config.guard_context``, which every task applies before it
+touches a cluster; the doctor reports it.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from . import helm, kube
+from .cluster import cluster_kind
 from .core import proc
-from .core.config import Environment, Project, cluster_kind, guard_context
+from .core.config import Environment, Project, guard_context
 from .core.errors import MoorageError, UserError
 
 MIN_PYTHON = (3, 11)
-HELM_MAJORS = (3, 4)
 
 
 @dataclass(frozen=True)
@@ -53,18 +54,13 @@ def check_docker(base_url: str | None = None) -> Check:
     return Check("docker", True, f"engine {version}")
 
 
-def parse_helm_version(text: str) -> tuple[int, int, int] | None:
-    match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
-    return tuple(int(g) for g in match.groups()) if match else None  # type: ignore[return-value]
-
-
 def check_helm() -> Check:
     try:
         out = proc.run(["helm", "version", "--template", "{{.Version}}"], timeout=20).stdout
     except MoorageError as exc:
         return Check("helm", False, exc.message, exc.hint or "install Helm (scripts/install-helm.sh)")
-    version = parse_helm_version(out)
-    if version is None or version[0] not in HELM_MAJORS:
+    version = helm.parse_helm_version(out)
+    if version is None or version[0] not in helm.HELM_MAJORS:
         return Check("helm", False, f"unsupported Helm version {out.strip() or '?'}",
                      "install Helm 3 or 4 (scripts/install-helm.sh)")
     return Check("helm", True, out.strip())
@@ -104,6 +100,24 @@ def check_context(project: Project, env: Environment, current: Callable[[], str 
 def needed_tools(env: Environment, context: str | None) -> list[str]:
     """Cluster CLIs this environment needs, from its cluster kind or context name."""
     return {"minikube": ["minikube"], "kind": ["kind"], "k3d": ["k3d"]}.get(cluster_kind(context, env.cluster), [])
+
+
+def run_checks(project: Project, env: Environment, *, skip_cluster: bool = False) -> list[Check]:
+    """Every check that applies to ``env``: Python, Docker, Helm, the cluster and its tools."""
+    checks = [check_python(), check_docker(), check_helm()]
+    context = None
+    if not skip_cluster:
+        def reachable(name: str | None) -> str:
+            return f"Kubernetes {kube.ping(kube.client(name))} reachable"
+
+        checks += check_context(project, env, kube.current_context, reachable)
+        try:
+            context = env.context or kube.current_context()
+        except Exception:  # noqa: BLE001 - already reported as a failed check
+            context = None
+    for tool in needed_tools(env, context):
+        checks.append(check_tool(tool, TOOL_VERSION_ARGS.get(tool, ["version"])))
+    return checks
 
 
 TOOL_VERSION_ARGS = {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,11 +31,10 @@ from typing import Any
 
 from .core import proc
 from .core.config import Environment, Project
-from .core.errors import OperationFailed, ToolMissing, UserError
+from .core.errors import CommandFailed, OperationFailed, ToolMissing, UserError
 
 PENDING_STATES = ("pending-install", "pending-upgrade", "pending-rollback")
 REDACTED = "moorage-redacted"
-WAITED_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "PersistentVolumeClaim")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,15 @@ class Revision:
 
 
 # --- values -----------------------------------------------------------------
+
+HELM_MAJORS = (3, 4)
+# Tag of the placeholder image references that lint and template render with.
+PLACEHOLDER_TAG = "0000000000000000"
+
+
+def parse_helm_version(text: str) -> tuple[int, int, int] | None:
+    match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
+    return tuple(int(g) for g in match.groups()) if match else None  # type: ignore[return-value]
 
 
 def nest(path: str, value: Any) -> dict[str, Any]:
@@ -128,6 +137,26 @@ def private_values(layers: Mapping[str, Mapping[str, Any]]) -> Iterator[dict[str
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@contextmanager
+def layered_values(env: Environment, image_layer: Mapping[str, Any], secret_layer: Mapping[str, Any],
+                   digest: str | None = None) -> Iterator[list[Path]]:
+    """The values files of a render or an upgrade, in the order Helm applies them.
+
+    Chart defaults → the environment's file → generated image tags (and the deploy digest) → secrets.
+    The generated layers live in a private directory that is removed afterwards.
+    """
+    images = merge(dict(image_layer), {"global": {"deployDigest": digest}}) if digest else image_layer
+    with private_values({"images": images, "secrets": secret_layer}) as files:
+        yield [env.values_file, files["images"], files["secrets"]]
+
+
+def placeholder_layers(project: Project, env: Environment) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Image and secret layers for rendering without a build and without the real secrets."""
+    prefix = env.registry or project.release
+    refs = {image.name: (f"{prefix}/{image.name}", PLACEHOLDER_TAG) for image in project.images}
+    return image_values(project, refs), secret_values(project, placeholder_secrets(project))
+
+
 # --- commands (pure) ----------------------------------------------------------
 
 
@@ -191,8 +220,6 @@ def test_command(release: str, namespace: str, context: str | None, timeout: int
 @lru_cache(maxsize=1)
 def major_version() -> int:
     """Helm's major version (3 or 4); anything else is a ToolMissing."""
-    from .doctor import HELM_MAJORS, parse_helm_version
-
     out = proc.run(["helm", "version", "--template", "{{.Version}}"], timeout=20, what="helm version").stdout
     version = parse_helm_version(out)
     if version is None or version[0] not in HELM_MAJORS:
@@ -285,19 +312,6 @@ def parse_manifest(text: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.load_all(text, Loader=yaml_loader()) if isinstance(doc, dict) and doc.get("kind")]
 
 
-def resources_to_wait(objects: Sequence[Mapping[str, Any]], namespace: str) -> list[tuple[str, str, str]]:
-    """(kind, name, namespace) of the workloads whose readiness decides the release."""
-    found = []
-    for obj in objects:
-        kind = obj.get("kind")
-        meta = obj.get("metadata") or {}
-        annotations = meta.get("annotations") or {}
-        if kind not in WAITED_KINDS or "helm.sh/hook" in annotations:
-            continue
-        found.append((kind, meta["name"], meta.get("namespace") or namespace))
-    return found
-
-
 def images_in(objects: Sequence[Mapping[str, Any]]) -> list[str]:
     """Every container image referenced by pod templates in ``objects``."""
     images = []
@@ -314,19 +328,92 @@ def images_in(objects: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 SCHEMA_MARKERS = ("values don't meet the specifications of the schema", "values.schema.json")
+_SCHEMA_LINE = re.compile(r"^- at '(?P<pointer>[^']*)': (?P<problem>.+)$", re.M)
+_EXTRA_KEYS = re.compile(r"additional propert(?:y|ies) (?P<keys>'[^']+'(?:, '[^']+')*) not allowed")
+TERMINATING = "because it is being terminated"
 
 
-def run(args: Sequence[str], *, timeout: float, secrets: Sequence[str] = (), what: str,
-        values_hint: str = "", shield: bool = False) -> proc.Result:
-    """Run a helm command; values rejected by the chart's schema are bad input (exit 2)."""
-    from .core.errors import CommandFailed
+def schema_problems(stderr: str) -> list[tuple[tuple[str, ...], str]]:
+    """Each schema violation helm reports, as (key path, problem).
 
+    ``- at '/backend': additional properties 'replicas' not allowed`` becomes
+    ``(("backend", "replicas"), "not allowed by the chart's values schema")``.
+    """
+    found = []
+    for match in _SCHEMA_LINE.finditer(stderr):
+        path = tuple(p.replace("~1", "/").replace("~0", "~") for p in match["pointer"].split("/") if p)
+        extra = _EXTRA_KEYS.search(match["problem"])
+        if extra:
+            for key in re.findall(r"'([^']+)'", extra["keys"]):
+                found.append(((*path, key), "not allowed by the chart's values schema"))
+        else:
+            found.append((path, match["problem"]))
+    return found
+
+
+def _sets(values: Any, path: Sequence[str]) -> bool:
+    for key in path:
+        if isinstance(values, Mapping) and key in values:
+            values = values[key]
+        elif isinstance(values, list) and key.isdigit() and int(key) < len(values):
+            values = values[int(key)]
+        else:
+            return False
+    return True
+
+
+def blame(path: Sequence[str], values_files: Sequence[Path]) -> Path | None:
+    """The last of ``values_files`` that sets ``path`` (the one Helm took it from), if any."""
+    from .core.config import load_yaml
+
+    for file in reversed(values_files):
+        try:
+            if _sets(load_yaml(file), path):
+                return file
+        except UserError:
+            continue
+    return None
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def rejected_values(what: str, stderr: str, values_files: Sequence[Path]) -> UserError:
+    """One line naming the key, the file that set it and the problem."""
+    problems = schema_problems(stderr)
+    if not problems:
+        return UserError(f"{what}: the values were rejected by the chart: "
+                         f"{proc.tail_lines(stderr.replace('Error: ', ''), 2)}",
+                         "fix the values in " + (", ".join(_shown(f) for f in values_files) or "the values files"))
+    path, problem = problems[0]
+    key = ".".join(path) or "(top level)"
+    source = blame(path, values_files)
+    where = f" in {_shown(source)}" if source else ""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    fix = (f"fix {_shown(source)}: remove or correct {key}" if source
+           else f"set {key} to a valid value in the environment's values")
+    return UserError(f"{what}: the values were rejected by the chart: {key}{where}: {problem}{more}", fix)
+
+
+def call(args: Sequence[str], *, timeout: float, secrets: Sequence[str] = (), what: str,
+         values_files: Sequence[Path] = (), shield: bool = False) -> proc.Result:
+    """Run a helm command; values rejected by the chart are bad input (exit 2) naming key and file.
+
+    ``values_files`` are the user's own files, searched to say which one set a rejected key.
+    """
     try:
         return proc.run(args, timeout=timeout, secrets=secrets, what=what, shield=shield)
     except CommandFailed as exc:
-        text = exc.stderr
+        text = f"{exc.stderr}\n{exc.stdout}"  # helm lint reports on stdout
         if any(marker in text for marker in SCHEMA_MARKERS) or "execution error at" in text:
-            problem = proc.tail_lines(text.replace("Error: ", ""), 4)
-            raise UserError(f"{what}: the values were rejected by the chart: {problem}",
-                            values_hint or "fix the values in the environment's file") from None
+            raise rejected_values(what, text, values_files) from None
+        if TERMINATING in text:
+            namespace = re.search(r'namespace[s]? "?([a-z0-9-]+)"? ', text)
+            name = namespace.group(1) if namespace else "the target namespace"
+            raise OperationFailed(f"{what}: namespace {name} is being deleted, so nothing can be created in it",
+                                  "wait until it is gone (kubectl get namespace), then run this again") from None
         raise

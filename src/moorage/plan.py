@@ -15,12 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: delivery methods; "none" means the cluster reads the build engine directly
-DELIVERY = ("none", "minikube-load", "kind-load", "k3d-import", "ctr-import", "push")
-
 
 @dataclass(frozen=True)
-class ImageState:
+class ImageFacts:
     """One image as observed: its content-hash reference and where it already is."""
 
     name: str
@@ -56,10 +53,6 @@ class DeployPlan:
     values_files: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
-    @property
-    def nothing_to_do(self) -> bool:
-        return not self.build and not self.deliver and not self.upgrade
-
     def lines(self) -> list[str]:
         """The plan as a person reads it (``--dry-run``)."""
         out = [f"environment {self.environment}: namespace {self.namespace}, "
@@ -89,14 +82,6 @@ class DeployPlan:
         return asdict(self)
 
 
-def delivery_for(cluster: str, runtime: str = "docker") -> str:
-    """How images reach a cluster of this kind."""
-    if cluster == "minikube":
-        return "none" if runtime == "docker" else "minikube-load"
-    return {"kind": "kind-load", "k3d": "k3d-import", "docker-desktop": "none",
-            "containerd-local": "ctr-import"}.get(cluster, "push")
-
-
 def release_digest(chart_dir: Path, values: Sequence[Mapping[str, Any]]) -> str:
     """A digest of everything that makes a release: chart files and every values layer.
 
@@ -113,7 +98,7 @@ def release_digest(chart_dir: Path, values: Sequence[Mapping[str, Any]]) -> str:
 
 
 def decide(*, environment: str, namespace: str, context: str | None, cluster: str, delivery: str,
-           images: Sequence[ImageState], release: ReleaseState | None, digest: str,
+           images: Sequence[ImageFacts], release: ReleaseState | None, digest: str,
            force: bool = False, smoke: Sequence[str] = (), values_files: Sequence[str] = ()) -> DeployPlan:
     """The steps for one deploy, from what was observed."""
     build = tuple(i.name for i in images if force or not i.built)

@@ -63,7 +63,7 @@ def rollback(project: Project, env: Environment, target: RollbackTarget, reporte
 
     proc.run(target.command, timeout=env.timeout + 60, what="helm rollback", shield=True)
     cluster = connect(project, env)
-    wait_release(cluster, reporter, diagnostics=False)
+    wait_release(cluster, reporter)
     reporter.ok(f"rolled back to revision {target.revision} (now revision "
                 f"{cluster.release.revision if cluster.release else '?'})")
 
@@ -156,7 +156,7 @@ def collect_status(project: Project, env: Environment) -> StatusReport:
     report.history = [asdict(r) for r in cluster.revisions]
     objects = helm.manifest(project.release, env.namespace, cluster.context)
     report.images = helm.images_in(objects)
-    resources = [readiness.Resource.of(k, n, ns) for k, n, ns in helm.resources_to_wait(objects, env.namespace)]
+    resources = readiness.resources_in(objects, env.namespace)
     for state in readiness.snapshot(cluster.api, resources, label_selector=cluster.selector):
         report.resources.append({"resource": str(state.resource), "state": str(state.state), "message": state.message})
     return report

@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
 from .core.config import SmokeCheck
+from .core.errors import MoorageError
 
 #: (namespace, service, port) -> context manager yielding a local port
 Forwarder = Callable[[str, str, int], AbstractContextManager[int]]
@@ -78,8 +79,18 @@ def probe(check: SmokeCheck, port: int, host: str = "127.0.0.1", timeout: float 
     return evaluate(check, status, body, (time.perf_counter() - start) * 1000, url)
 
 
-def run_checks(checks: Iterable[SmokeCheck], namespace: str, release: str, forward: Forwarder,
-               attempts: int = 3, delay: float = 1.0) -> list[SmokeResult]:
+def _probe_until_ok(check: SmokeCheck, port: int, attempts: int, delay: float) -> SmokeResult:
+    """Probe up to ``attempts`` times, ``delay`` s apart, until the check passes; the last result."""
+    from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_fixed
+
+    retrying = Retrying(stop=stop_after_attempt(attempts), wait=wait_fixed(delay),
+                        retry=retry_if_result(lambda result: not result.ok),
+                        retry_error_callback=lambda state: state.outcome.result())
+    return retrying(probe, check, port)
+
+
+def run_checks(checks: Iterable[SmokeCheck], namespace: str, service_name: Callable[[str], str],
+               forward: Forwarder, attempts: int = 3, delay: float = 1.0) -> list[SmokeResult]:
     """Run every check, one port-forward per (service, port); a failing check is retried briefly.
 
     Retries cover the seconds after a rollout where a Service's endpoints are
@@ -92,23 +103,15 @@ def run_checks(checks: Iterable[SmokeCheck], namespace: str, release: str, forwa
         groups.setdefault((check.service, check.port), []).append(check)
     by_name: dict[str, SmokeResult] = {}
     for (service, port), group in groups.items():
-        service_name = f"{release}-{service}"
+        full_name = service_name(service)
         try:
-            with forward(namespace, service_name, port) as local_port:
+            with forward(namespace, full_name, port) as local_port:
                 for check in group:
-                    result = probe(check, local_port)
-                    for _ in range(attempts - 1):
-                        if result.ok:
-                            break
-                        time.sleep(delay)
-                        result = probe(check, local_port)
-                    by_name[check.name] = result
+                    by_name[check.name] = _probe_until_ok(check, local_port, attempts, delay)
         except Exception as exc:  # noqa: BLE001 - a failed forward fails its checks, with the reason
-            from .core.errors import MoorageError
-
             reason = exc.line() if isinstance(exc, MoorageError) else str(exc)
             for check in group:
-                by_name[check.name] = SmokeResult(check.name, f"svc/{service_name}:{port}{check.path}", False,
+                by_name[check.name] = SmokeResult(check.name, f"svc/{full_name}:{port}{check.path}", False,
                                                   None, None, f"port-forward failed: {reason}")
     for check in checks:
         results.append(by_name[check.name])

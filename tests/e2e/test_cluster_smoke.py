@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from moorage import kube
+from tests.fixtures.kube_exec import exec_collect
 from tests.fixtures.tools import missing, require_docker
 
 pytestmark = pytest.mark.cluster
@@ -130,10 +131,10 @@ def test_pod_from_imported_image_runs(core, namespace, web):
 
 
 def test_exec_through_the_api_server(api, namespace, web):
-    code, out, err = kube.exec_run(api, namespace, web, ["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=30)
+    code, out, err = exec_collect(api, namespace, web, ["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=30)
     assert (code, out, err.strip()) == (3, b"out\n", "err")
     payload = bytes(range(256)) * 64
-    code, out, _ = kube.exec_run(api, namespace, web, ["cat"], stdin=payload, timeout=30)
+    code, out, _ = exec_collect(api, namespace, web, ["cat"], stdin=payload, timeout=30)
     assert code == 0 and out == payload
 
 
@@ -151,7 +152,7 @@ def test_service_reaches_the_pod_through_kube_proxy(api, core, namespace, web):
 
     def through_service():
         # the endpoint reaches kube-proxy's rules a moment after the pod is Ready (REJECT until then)
-        code, out, err = kube.exec_run(api, namespace, web, ["python3", "-c", probe], timeout=30)
+        code, out, err = exec_collect(api, namespace, web, ["python3", "-c", probe], timeout=30)
         return (code, out) if code == 0 else None
 
     code, out = _wait(through_service, f"service web ({ip}) to answer", timeout=60)
@@ -164,7 +165,7 @@ def test_cluster_dns_resolves_services(real_cluster, api, core, namespace, web):
     # (plain 'web' is the pod's own hostname, answered from /etc/hosts)
     probe = ("import socket; "
              f"print(socket.gethostbyname('web.{namespace}.svc'), socket.gethostbyname('kubernetes.default'))")
-    code, out, err = kube.exec_run(api, namespace, web, ["python3", "-c", probe], timeout=30)
+    code, out, err = exec_collect(api, namespace, web, ["python3", "-c", probe], timeout=30)
     assert code == 0, err
     service_ip, api_ip = out.decode().split()
     assert service_ip == core.read_namespaced_service("web", namespace).spec.cluster_ip

@@ -43,12 +43,13 @@ def play_job(kubeapi, *, succeed: bool, log: str) -> threading.Thread:
 
     def run():
         deadline = time.monotonic() + 30
+        # The stored Job, not the POST: the server logs a request before it has stored its object.
         while time.monotonic() < deadline:
-            created = [r for r in kubeapi.requested("/jobs") if r[0] == "POST"]
+            created = [o["metadata"]["name"] for o in list(kubeapi.objects.values()) if o.get("kind") == "Job"]
             if created:
                 break
             time.sleep(0.05)
-        job_name = next(o["metadata"]["name"] for k, o in list(kubeapi.objects.items()) if o.get("kind") == "Job")
+        job_name = created[0]
         job = kubeapi.get("Job", NS, job_name)
         pod = merge(load_object("pod"), {"metadata": {"name": f"{job_name}-x1", "namespace": NS,
                                                       "labels": {"job-name": job_name}, "ownerReferences": None},

@@ -11,6 +11,7 @@ import pytest
 
 from moorage import kube
 from moorage.core.errors import OperationFailed, Unreachable, UserError
+from tests.fixtures.kube_exec import exec_collect
 from tests.fixtures.kubeapi import (  # noqa: F401 - kubeapi is a fixture
     ExecCall,
     kubeapi,
@@ -104,21 +105,21 @@ def test_exec_streams_stdin_in_and_closes_it(kubeapi, api):  # noqa: F811
 
 def test_exec_returns_a_non_zero_exit_code_from_the_error_channel(kubeapi, api):  # noqa: F811
     script_exec(kubeapi)
-    code, stdout, stderr = kube.exec_run(api, NS, POD, ["pg_dumpall"])
+    code, stdout, stderr = exec_collect(api, NS, POD, ["pg_dumpall"])
     assert (code, stdout, stderr) == (127, b"", "sh: pg_dumpall: not found\n")
 
 
 def test_exec_in_a_missing_pod_fails_clearly(kubeapi, api):  # noqa: F811
     with pytest.raises(OperationFailed, match="pod not found"):
-        kube.exec_run(api, NS, "ghost", ["true"])
+        exec_collect(api, NS, "ghost", ["true"])
 
 
 def test_exec_with_stdin_on_a_v4_only_server_is_refused(kubeapi, api):  # noqa: F811
     script_exec(kubeapi)
     kubeapi.ws_protocols = ("v4.channel.k8s.io",)
-    assert kube.exec_run(api, NS, POD, ["pg_dump"])[0] == 0
+    assert exec_collect(api, NS, POD, ["pg_dump"])[0] == 0
     with pytest.raises(OperationFailed, match="cannot close stdin"):
-        kube.exec_run(api, NS, POD, ["pg_restore"], stdin=b"x")
+        exec_collect(api, NS, POD, ["pg_restore"], stdin=b"x")
 
 
 @pytest.fixture
@@ -183,6 +184,28 @@ def test_pod_log_reads_tail_and_previous_and_none_when_absent(kubeapi, api):  # 
     assert kube.pod_log(api, NS, POD, "backend", previous=True) is None
     kubeapi.set_log(NS, POD, "backend", "crashed\n", previous=True)
     assert kube.pod_log(api, NS, POD, "backend", previous=True) == "crashed\n"
+
+
+def test_follow_log_passes_whole_lines_across_chunk_boundaries(kubeapi, api):  # noqa: F811
+    kubeapi.set_log(NS, POD, "backend", "héllo wörld\n日本語 ✓\n\nlast line without newline")
+    kubeapi.log_chunk_bytes = 3  # every multibyte character above is cut by a chunk boundary somewhere
+    lines: list[str] = []
+    kube.follow_log(api, NS, POD, "backend", on_line=lines.append)
+    assert lines == ["héllo wörld", "日本語 ✓", "", "last line without newline"]
+
+
+def test_follow_log_stops_when_asked(kubeapi, api):  # noqa: F811
+    kubeapi.set_log(NS, POD, "backend", "one\ntwo\nthree\n")
+    kubeapi.log_chunk_bytes = 4
+    stop = threading.Event()
+    lines: list[str] = []
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        stop.set()
+
+    kube.follow_log(api, NS, POD, "backend", on_line=on_line, stop=stop)
+    assert lines == ["one"]
 
 
 def test_service_port_is_the_first_port_of_the_service(api):

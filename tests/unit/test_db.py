@@ -1,17 +1,19 @@
-"""Pure parts of moorage.db: URLs, the pod command, the migration Job manifest."""
+"""Pure parts of moorage.pg, moorage.migrations and moorage.database: URLs, the pod command, the pod
+selector, the migration Job manifest."""
 
 from __future__ import annotations
 
 import pytest
 
-from moorage import db
+from moorage import database, migrations, pg
+from moorage.core.config import load_project
 from moorage.core.errors import UserError
 
 URL = "postgresql+psycopg://app:p%40ss%3Aw0rd@db.example.org:6543/shop?sslmode=require"
 
 
 def test_url_is_parsed_and_the_password_is_masked_everywhere_it_is_shown():
-    url = db.parse_database_url(URL)
+    url = pg.parse_database_url(URL)
     assert (url.user, url.password, url.host, url.port, url.database) == (
         "app", "p@ss:w0rd", "db.example.org", 6543, "shop")
     assert url.masked == "postgresql://app:******@db.example.org:6543/shop?sslmode=require"
@@ -19,24 +21,24 @@ def test_url_is_parsed_and_the_password_is_masked_everywhere_it_is_shown():
 
 
 def test_url_becomes_libpq_environment_variables_not_arguments():
-    env = db.parse_database_url(URL).libpq_env()
+    env = pg.parse_database_url(URL).libpq_env()
     assert env["PGPASSWORD"] == "p@ss:w0rd" and env["PGSSLMODE"] == "require"
     assert env["PGHOST"] == "db.example.org" and env["PGPORT"] == "6543" and env["PGDATABASE"] == "shop"
-    assert db.parse_database_url(URL).libpq_env("other")["PGDATABASE"] == "other"
+    assert pg.parse_database_url(URL).libpq_env("other")["PGDATABASE"] == "other"
 
 
 @pytest.mark.parametrize("bad", ["mysql://u:secretpw@h/db", "postgresql://u:secretpw@h:99999/db",
                                  "postgresql://u:secretpw@h/", "postgresql://u:secretpw@h/db?evil=1"])
 def test_a_bad_url_is_bad_input_and_the_error_does_not_echo_the_password(bad):
     with pytest.raises(UserError) as err:
-        db.parse_database_url(bad)
+        pg.parse_database_url(bad)
     assert "secretpw" not in err.value.line()
 
 
 def test_flag_wins_over_database_url_environment_variable():
-    assert db.database_url_from(None, {}) is None
-    assert db.database_url_from(None, {"DATABASE_URL": "postgresql://h/a"}).database == "a"
-    assert db.database_url_from("postgresql://h/b", {"DATABASE_URL": "postgresql://h/a"}).database == "b"
+    assert pg.database_url_from(None, {}) is None
+    assert pg.database_url_from(None, {"DATABASE_URL": "postgresql://h/a"}).database == "a"
+    assert pg.database_url_from("postgresql://h/b", {"DATABASE_URL": "postgresql://h/a"}).database == "b"
 
 
 class FakePods:
@@ -53,12 +55,12 @@ class FakePods:
         return 0, ""
 
 
-def test_pod_target_finds_the_release_postgresql_pod_and_runs_tools_through_sh_with_the_pod_credentials():
+def test_pod_target_finds_the_release_postgresql_pod_and_runs_tools_through_sh_with_the_pod_credentials(tmp_path):
     pods = FakePods()
-    target = db.PodTarget.discover(pods, "demo-dev", "demo")
+    target = pg.PodTarget.discover(pods, "demo-dev", database.pod_selector(load_project({"release": "demo"}, tmp_path)))
     assert pods.calls[0] == ("find", "demo-dev",
                              "app.kubernetes.io/instance=demo,app.kubernetes.io/component=postgresql")
-    info = db.database_info(target)
+    info = pg.database_info(target)
     assert info == {"server_version": "15.4", "alembic_heads": []}
     _, ns, pod, container, command = pods.calls[1]
     assert (ns, pod, container) == ("demo-dev", "demo-postgresql-0", "postgresql")
@@ -67,15 +69,15 @@ def test_pod_target_finds_the_release_postgresql_pod_and_runs_tools_through_sh_w
 
 
 def test_pod_command_passes_the_database_as_an_argument_not_inside_the_script():
-    target = db.PodTarget(FakePods(), "ns", "pod", database="x'; rm -rf /")
+    target = pg.PodTarget(FakePods(), "ns", "pod", database="x'; rm -rf /")
     command = target.command(["pg_dump", "-Fc"], "evil'name")
     assert command[3:] == ["sh", "evil'name", "pg_dump", "-Fc"]
     assert "evil" not in command[2]
 
 
 def test_quoting_of_identifiers_and_literals():
-    assert db.quote_ident('a"b') == '"a""b"'
-    assert db.quote_literal("it's") == "'it''s'"
+    assert pg.quote_ident('a"b') == '"a""b"'
+    assert pg.quote_literal("it's") == "'it''s'"
 
 
 DEPLOYMENT = {
@@ -115,7 +117,7 @@ DEPLOYMENT = {
 
 
 def test_migration_job_uses_the_backend_image_config_and_secrets_without_probes_or_retries():
-    job = db.migration_job(DEPLOYMENT, ["alembic", "upgrade", "head"], name="demo-migrate-abc")
+    job = migrations.migration_job(DEPLOYMENT, ["alembic", "upgrade", "head"], name="demo-migrate-abc")
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert job["kind"] == "Job" and job["metadata"] == {
@@ -133,13 +135,13 @@ def test_migration_job_uses_the_backend_image_config_and_secrets_without_probes_
 
 
 def test_migration_job_name_is_a_valid_kubernetes_name():
-    name = db.migration_job_name("r" * 70, "20261123T004512Z")
+    name = migrations.migration_job_name("r" * 70, "20261123T004512Z")
     assert len(name) <= 63 and name.endswith("-migrate-20261123t004512z")
 
 
 def test_unreachable_and_bad_credentials_are_told_apart():
-    target = db.LocalTarget(db.parse_database_url("postgresql://u:pw1234@h/d"))
-    down = db.pg_error("pg_dump", 'connection to server at "h", port 5432 failed: Connection refused', target)
-    denied = db.pg_error("pg_dump", 'FATAL:  password authentication failed for user "u"', target)
+    target = pg.LocalTarget(pg.parse_database_url("postgresql://u:pw1234@h/d"))
+    down = pg.pg_error("pg_dump", 'connection to server at "h", port 5432 failed: Connection refused', target)
+    denied = pg.pg_error("pg_dump", 'FATAL:  password authentication failed for user "u"', target)
     assert down.exit_code == 2 and "unreachable" in down.message
     assert denied.exit_code == 2 and "credentials" in denied.message

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from moorage import doctor
+from moorage import doctor, helm
 from moorage.core.config import guard_context, load_project
 from moorage.core.errors import EXIT_BAD_INPUT, Unreachable, UserError
 
@@ -52,9 +52,9 @@ def test_needed_cluster_tools_follow_the_context(project, context, tools):
 
 
 def test_helm_versions_are_parsed():
-    assert doctor.parse_helm_version("v4.1.4") == (4, 1, 4)
-    assert doctor.parse_helm_version("v3.15.2+g1a500d5") == (3, 15, 2)
-    assert doctor.parse_helm_version("nonsense") is None
+    assert helm.parse_helm_version("v4.1.4") == (4, 1, 4)
+    assert helm.parse_helm_version("v3.15.2+g1a500d5") == (3, 15, 2)
+    assert helm.parse_helm_version("nonsense") is None
 
 
 def test_old_python_fails_with_a_hint():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from moorage import helm
+from moorage import helm, readiness
 from moorage.core.config import load_project
 from moorage.core.errors import EXIT_BAD_INPUT, UserError
 
@@ -157,9 +157,30 @@ spec:
 
 def test_waited_resources_skip_hooks_and_services():
     objects = helm.parse_manifest(MANIFEST)
-    assert helm.resources_to_wait(objects, "shop-dev") == [("Deployment", "shop-backend", "shop-dev"),
-                                                           ("StatefulSet", "shop-postgresql", "data")]
+    assert [(r.kind, r.name, r.namespace) for r in readiness.resources_in(objects, "shop-dev")] == [
+        ("Deployment", "shop-backend", "shop-dev"), ("StatefulSet", "shop-postgresql", "data")]
 
 
 def test_images_are_collected_from_every_pod_template():
     assert helm.images_in(helm.parse_manifest(MANIFEST)) == ["moorage/api:abc", "postgres:16.4"]
+
+
+def test_schema_problems_name_each_rejected_key():
+    stderr = ("Error: values don't meet the specifications of the schema(s) in the following chart(s):\n"
+              "moorage:\n- at '/backend': additional properties 'replicas', 'size' not allowed\n"
+              "- at '/backend/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'\n")
+    assert helm.schema_problems(stderr) == [
+        (("backend", "replicas"), "not allowed by the chart's values schema"),
+        (("backend", "size"), "not allowed by the chart's values schema"),
+        (("backend", "image", "pullPolicy"), "value must be one of 'Always', 'IfNotPresent', 'Never'"),
+    ]
+
+
+def test_blame_names_the_last_file_that_sets_the_key(tmp_path):
+    first, second = tmp_path / "values.yaml", tmp_path / "values-local.yaml"
+    first.write_text("backend:\n  replicas: 1\n")
+    second.write_text("backend:\n  image: {tag: x}\n")
+    assert helm.blame(("backend", "replicas"), [first, second]) == first
+    second.write_text("backend:\n  replicas: 2\n")
+    assert helm.blame(("backend", "replicas"), [first, second]) == second
+    assert helm.blame(("worker",), [first, second]) is None

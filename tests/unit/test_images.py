@@ -1,4 +1,4 @@
-"""Image tags, change detection, build and delivery plans: no Docker, no cluster."""
+"""Image tags, change detection, build contexts and build plans: no Docker, no cluster."""
 
 from __future__ import annotations
 
@@ -10,10 +10,31 @@ from pathlib import Path
 import pytest
 from invoke import Context, Exit
 
-from moorage import images
 from moorage.core.config import Environment, load_project
-from moorage.core.errors import CommandFailed, ConfigError, Unreachable, UserError
-from moorage.core.proc import Result
+from moorage.core.errors import ConfigError, OperationFailed, Unreachable, UserError
+from moorage.engine import connect
+from moorage.images.build import BuildStream
+from moorage.images.context import (
+    CA_ARCNAME,
+    CACHE_FILE,
+    OUTSIDE_DOCKERFILE,
+    TAR_MTIME,
+    DigestCache,
+    ca_bundle_from_env,
+    scan_context,
+    write_context_tar,
+)
+from moorage.images.dockerfile import analyse_dockerfile, substitute
+from moorage.images.dockerignore import IgnoreMatcher, read_dockerignore
+from moorage.images.tags import (
+    TAG_LENGTH,
+    ImageState,
+    image_states,
+    missing_bases,
+    plan_builds,
+    repository,
+    select_images,
+)
 
 DOCKERFILE = "ARG BASE=local/base:1\nFROM ${BASE}\nCOPY app/ /app/\nCMD [\"/app/run\"]\n"
 
@@ -36,13 +57,13 @@ def make_project(tmp_path: Path, *, dockerignore: str | None = "**/*.log\n", bui
 
 def tags(project, **kw) -> dict[str, str]:
     env = project.env("dev")
-    return {s.name: s.tag for s in images.image_states(project, env, **kw)}
+    return {s.name: s.tag for s in image_states(project, env, **kw)}
 
 
 # --- .dockerignore semantics --------------------------------------------------
 
-def matcher(text: str) -> images.IgnoreMatcher:
-    return images.IgnoreMatcher(images.read_dockerignore(text))
+def matcher(text: str) -> IgnoreMatcher:
+    return IgnoreMatcher(read_dockerignore(text))
 
 
 def test_dockerignore_star_does_not_cross_directories():
@@ -72,7 +93,7 @@ def test_dockerignore_pattern_matching_a_parent_directory_excludes_its_files():
 
 
 def test_dockerignore_comments_blank_lines_and_leading_slash_are_cleaned():
-    assert images.read_dockerignore("# comment\n\n  /tmp/  \n!./keep\n") == ["tmp", "!keep"]
+    assert read_dockerignore("# comment\n\n  /tmp/  \n!./keep\n") == ["tmp", "!keep"]
 
 
 def test_dockerignore_question_mark_and_character_class():
@@ -90,7 +111,7 @@ def test_excluded_directory_is_walked_only_when_an_exception_may_reinclude_below
 
 def test_scan_sends_dockerfile_and_dockerignore_even_when_ignored(tmp_path):
     project = make_project(tmp_path, dockerignore="*\n!app/\n")
-    ctx = images.scan_context(project.images[0], project.root)
+    ctx = scan_context(project.images[0], project.root)
     names = {e.arcname for e in ctx.entries}
     assert {"Dockerfile.app", ".dockerignore", "app", "app/main.py"} <= names
     assert "environments" not in names and "environments/dev.yaml" not in names
@@ -98,7 +119,7 @@ def test_scan_sends_dockerfile_and_dockerignore_even_when_ignored(tmp_path):
 
 def test_scan_with_allow_list_reincludes_nested_exception_inside_excluded_directory(tmp_path):
     project = make_project(tmp_path, dockerignore="environments\n!environments/dev.yaml\n")
-    names = {e.arcname for e in images.scan_context(project.images[0], project.root).entries}
+    names = {e.arcname for e in scan_context(project.images[0], project.root).entries}
     assert "environments/dev.yaml" in names
     assert "environments" not in names  # the excluded directory itself is not an entry
 
@@ -106,7 +127,7 @@ def test_scan_with_allow_list_reincludes_nested_exception_inside_excluded_direct
 def test_per_dockerfile_ignore_file_wins_over_the_context_one(tmp_path):
     project = make_project(tmp_path, dockerignore="")
     (tmp_path / "Dockerfile.app.dockerignore").write_text("app/debug.log\n")
-    names = {e.arcname for e in images.scan_context(project.images[0], project.root).entries}
+    names = {e.arcname for e in scan_context(project.images[0], project.root).entries}
     assert "app/debug.log" not in names and "app/main.py" in names
 
 
@@ -114,22 +135,22 @@ def test_scan_never_includes_moorage_state_directory(tmp_path):
     project = make_project(tmp_path, dockerignore=None)
     (tmp_path / ".moorage" / "cache").mkdir(parents=True)
     (tmp_path / ".moorage" / "cache" / "x.json").write_text("{}")
-    names = {e.arcname for e in images.scan_context(project.images[0], project.root).entries}
+    names = {e.arcname for e in scan_context(project.images[0], project.root).entries}
     assert not any(n.startswith(".moorage") for n in names)
 
 
 def test_dockerfile_outside_the_context_is_sent_under_a_fixed_name(tmp_path):
     project = make_project(tmp_path, extra_images=[{"name": "sub", "dockerfile": "Dockerfile.app", "context": "app"}])
-    ctx = images.scan_context(project.image("sub"), project.root)
-    assert ctx.dockerfile_arcname == images.OUTSIDE_DOCKERFILE
-    assert images.OUTSIDE_DOCKERFILE in {e.arcname for e in ctx.entries}
+    ctx = scan_context(project.image("sub"), project.root)
+    assert ctx.dockerfile_arcname == OUTSIDE_DOCKERFILE
+    assert OUTSIDE_DOCKERFILE in {e.arcname for e in ctx.entries}
 
 
 def test_missing_dockerfile_is_a_config_error_naming_it(tmp_path):
     project = make_project(tmp_path)
     (tmp_path / "Dockerfile.app").unlink()
     with pytest.raises(ConfigError, match="Dockerfile.app"):
-        images.scan_context(project.images[0], project.root)
+        scan_context(project.images[0], project.root)
 
 
 # --- tags -----------------------------------------------------------------------
@@ -138,7 +159,7 @@ def test_same_inputs_give_the_same_tag_and_never_latest(tmp_path):
     project = make_project(tmp_path)
     first, second = tags(project), tags(project)
     assert first == second
-    assert len(first["app"]) == images.TAG_LENGTH and first["app"] != "latest"
+    assert len(first["app"]) == TAG_LENGTH and first["app"] != "latest"
 
 
 def test_one_byte_change_in_a_context_file_changes_the_tag(tmp_path):
@@ -186,7 +207,7 @@ def test_base_image_id_is_part_of_the_tag(tmp_path):
 def test_ca_bundle_in_the_context_root_is_not_part_of_the_tag(tmp_path):
     project = make_project(tmp_path, dockerignore=None)
     before = tags(project)
-    (tmp_path / images.CA_ARCNAME).write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / CA_ARCNAME).write_text("-----BEGIN CERTIFICATE-----\n")
     assert tags(project) == before
 
 
@@ -195,29 +216,29 @@ def test_unknown_target_is_a_config_error(tmp_path):
     bad = load_project({"release": "demo", "images": [
         {"name": "app", "dockerfile": "Dockerfile.app", "target": "nope"}]}, tmp_path)
     with pytest.raises(ConfigError, match="target 'nope'"):
-        images.image_states(bad, project.env("dev"))
+        image_states(bad, project.env("dev"))
 
 
 # --- change detection cache -------------------------------------------------------
 
 def test_warm_cache_reads_no_file_and_a_touched_file_is_reread(tmp_path):
     project = make_project(tmp_path)
-    cache_path = tmp_path / images.CACHE_FILE
-    images.image_states(project, project.env("dev"))
+    cache_path = tmp_path / CACHE_FILE
+    image_states(project, project.env("dev"))
     assert cache_path.is_file()
-    warm = images.DigestCache(cache_path)
-    images.image_states(project, project.env("dev"), cache=warm)
+    warm = DigestCache(cache_path)
+    image_states(project, project.env("dev"), cache=warm)
     assert warm.reads == 0
     (tmp_path / "app" / "main.py").write_text("print('changed')\n")
-    again = images.DigestCache(cache_path)
-    images.image_states(project, project.env("dev"), cache=again)
+    again = DigestCache(cache_path)
+    image_states(project, project.env("dev"), cache=again)
     assert again.reads == 1
 
 
 def test_corrupt_cache_is_ignored(tmp_path):
     project = make_project(tmp_path)
-    (tmp_path / images.CACHE_FILE).parent.mkdir(parents=True)
-    (tmp_path / images.CACHE_FILE).write_text("{not json")
+    (tmp_path / CACHE_FILE).parent.mkdir(parents=True)
+    (tmp_path / CACHE_FILE).write_text("{not json")
     assert tags(project) == tags(project)
 
 
@@ -225,7 +246,7 @@ def test_corrupt_cache_is_ignored(tmp_path):
 
 def tar_members(ctx, **kw) -> dict[str, tarfile.TarInfo]:
     buf = io.BytesIO()
-    images.write_context_tar(ctx, buf, **kw)
+    write_context_tar(ctx, buf, **kw)
     buf.seek(0)
     with tarfile.open(fileobj=buf) as tar:
         return {m.name: m for m in tar.getmembers()}
@@ -234,42 +255,42 @@ def tar_members(ctx, **kw) -> dict[str, tarfile.TarInfo]:
 def test_context_tar_is_byte_identical_across_runs_and_mtimes(tmp_path):
     project = make_project(tmp_path)
     one = io.BytesIO()
-    images.write_context_tar(images.scan_context(project.images[0], project.root), one)
+    write_context_tar(scan_context(project.images[0], project.root), one)
     os.utime(tmp_path / "app" / "main.py", ns=(5, 5))
     two = io.BytesIO()
-    images.write_context_tar(images.scan_context(project.images[0], project.root), two)
+    write_context_tar(scan_context(project.images[0], project.root), two)
     assert one.getvalue() == two.getvalue()
 
 
 def test_context_tar_members_are_root_owned_with_fixed_mtime_and_no_ignored_files(tmp_path):
     project = make_project(tmp_path)
-    members = tar_members(images.scan_context(project.images[0], project.root))
+    members = tar_members(scan_context(project.images[0], project.root))
     assert "app/debug.log" not in members
     m = members["app/main.py"]
-    assert (m.uid, m.gid, m.mtime) == (0, 0, images.TAR_MTIME)
+    assert (m.uid, m.gid, m.mtime) == (0, 0, TAR_MTIME)
 
 
 def test_ca_bundle_is_injected_at_the_context_root(tmp_path):
     project = make_project(tmp_path)
     ca = tmp_path / "proxy.pem"
     ca.write_text("PEM")
-    members = tar_members(images.scan_context(project.images[0], project.root), ca_bundle=ca)
-    assert members[images.CA_ARCNAME].size == 3
-    assert images.CA_ARCNAME not in tar_members(images.scan_context(project.images[0], project.root))
+    members = tar_members(scan_context(project.images[0], project.root), ca_bundle=ca)
+    assert members[CA_ARCNAME].size == 3
+    assert CA_ARCNAME not in tar_members(scan_context(project.images[0], project.root))
 
 
 def test_file_changed_after_hashing_stops_the_build(tmp_path):
     project = make_project(tmp_path)
-    ctx = images.scan_context(project.images[0], project.root)
+    ctx = scan_context(project.images[0], project.root)
     (tmp_path / "app" / "main.py").write_text("print('edited meanwhile')\n")
-    with pytest.raises(images.OperationFailed, match="changed while"):
-        images.write_context_tar(ctx, io.BytesIO())
+    with pytest.raises(OperationFailed, match="changed while"):
+        write_context_tar(ctx, io.BytesIO())
 
 
 def test_ca_bundle_env_pointing_nowhere_is_bad_input(tmp_path):
     with pytest.raises(UserError, match="MOORAGE_CA_BUNDLE"):
-        images.ca_bundle_from_env({"MOORAGE_CA_BUNDLE": str(tmp_path / "missing.pem")})
-    assert images.ca_bundle_from_env({}) is None
+        ca_bundle_from_env({"MOORAGE_CA_BUNDLE": str(tmp_path / "missing.pem")})
+    assert ca_bundle_from_env({}) is None
 
 
 # --- Dockerfile analysis -----------------------------------------------------------
@@ -277,50 +298,50 @@ def test_ca_bundle_env_pointing_nowhere_is_bad_input(tmp_path):
 def test_bases_are_resolved_through_global_args_and_build_args():
     text = ("# escape=\\\nARG PYTHON_IMAGE=python:3.12-slim\nFROM ${PYTHON_IMAGE} AS builder\nRUN a \\\n  && b\n"
             "FROM $PYTHON_IMAGE\nCOPY --from=builder /x /x\nCOPY --from=local/tools:1 /t /t\n")
-    info = images.analyse_dockerfile(text, {"PYTHON_IMAGE": "local/python:3.11-slim"})
+    info = analyse_dockerfile(text, {"PYTHON_IMAGE": "local/python:3.11-slim"})
     assert info.bases == ("local/python:3.11-slim", "local/tools:1")
     assert info.steps == 6
 
 
 def test_stage_names_and_scratch_are_not_bases_and_target_stops_counting():
     text = "FROM scratch AS a\nCOPY x /x\nFROM a AS b\nRUN true\nFROM local/other:1\n"
-    info = images.analyse_dockerfile(text, {}, target="b")
+    info = analyse_dockerfile(text, {}, target="b")
     assert info.bases == ()
     assert info.steps == 4
 
 
 def test_arg_default_forms_are_expanded():
-    assert images.substitute("${A:-x}/${B:+y}${C}", {"A": "", "B": "1"}) == "x/y"
+    assert substitute("${A:-x}/${B:+y}${C}", {"A": "", "B": "1"}) == "x/y"
 
 
 # --- build plan ---------------------------------------------------------------------
 
-def state(name: str, tag: str = "abc", bases=None) -> images.ImageState:
-    return images.ImageState(name, f"demo/{name}", tag, tag * 4, bases or {}, 3, "Dockerfile", {}, None)
+def state(name: str, tag: str = "abc", bases=None) -> ImageState:
+    return ImageState(name, f"demo/{name}", tag, tag * 4, bases or {}, 3, "Dockerfile", {}, None)
 
 
 def test_plan_skips_images_whose_tag_is_in_the_engine_and_builds_the_rest():
-    plan = images.plan_builds([state("a"), state("b")], {"demo/a:abc"})
+    plan = plan_builds([state("a"), state("b")], {"demo/a:abc"})
     assert [(p.name, p.action) for p in plan] == [("a", "skip"), ("b", "build")]
     assert plan[0].reason == "already built"
 
 
 def test_plan_with_force_builds_everything():
-    plan = images.plan_builds([state("a")], {"demo/a:abc"}, force=True)
+    plan = plan_builds([state("a")], {"demo/a:abc"}, force=True)
     assert plan[0].action == "build" and plan[0].reason == "forced"
 
 
 def test_missing_bases_are_reported_only_for_images_to_build():
     states = [state("a", bases={"local/py": None}), state("b", bases={"local/ng": None})]
-    plan = images.plan_builds(states, {"demo/a:abc"})
-    assert images.missing_bases(states, plan) == [("b", "local/ng")]
+    plan = plan_builds(states, {"demo/a:abc"})
+    assert missing_bases(states, plan) == [("b", "local/ng")]
 
 
 def test_select_images_rejects_unknown_name(tmp_path):
     project = make_project(tmp_path)
-    assert [i.name for i in images.select_images(project, "app")] == ["app"]
+    assert [i.name for i in select_images(project, "app")] == ["app"]
     with pytest.raises(ConfigError, match="unknown image 'nope'"):
-        images.select_images(project, "nope")
+        select_images(project, "nope")
 
 
 def test_labels_carry_the_hash_inputs():
@@ -338,164 +359,14 @@ def env(registry: str = "", name: str = "dev") -> Environment:
 def test_repository_uses_registry_when_the_environment_has_one(tmp_path):
     project = make_project(tmp_path)
     image = project.images[0]
-    assert images.repository(image, env("registry.example.com:5000/team"), "demo") == "registry.example.com:5000/team/app"
-    assert images.repository(image, env(), "demo") == "demo/app"
+    assert repository(image, env("registry.example.com:5000/team"), "demo") == "registry.example.com:5000/team/app"
+    assert repository(image, env(), "demo") == "demo/app"
 
 
 def test_bad_registry_is_a_config_error_naming_the_key(tmp_path):
     project = make_project(tmp_path)
     with pytest.raises(ConfigError, match="moorage.environments.dev.registry"):
-        images.repository(project.images[0], env("Bad Registry"), "demo")
-
-
-# --- cluster detection and engines ----------------------------------------------------
-
-@pytest.mark.parametrize("context, kind, name", [
-    ("minikube", "minikube", "minikube"),
-    ("kind-dev", "kind", "dev"),
-    ("k3d-mycluster", "k3d", "mycluster"),
-    ("docker-desktop", "docker-desktop", "docker-desktop"),
-    ("gke_project_zone_prod", "remote", "gke_project_zone_prod"),
-    (None, "remote", ""),
-])
-def test_cluster_kind_is_detected_from_the_context_name(context, kind, name):
-    cluster = images.cluster_for(context)
-    assert (cluster.kind, cluster.name) == (kind, name)
-
-
-def test_configured_cluster_kind_wins_over_the_context_name():
-    assert images.cluster_for("kind-dev", "remote").kind == "remote"
-    assert images.cluster_for("dev-profile", "minikube") == images.Cluster("minikube", "dev-profile", "dev-profile")
-
-
-MINIKUBE_DOCKER_ENV = '''export DOCKER_TLS_VERIFY="1"
-export DOCKER_HOST="tcp://192.168.49.2:2376"
-export DOCKER_CERT_PATH="/home/u/.minikube/certs"
-export MINIKUBE_ACTIVE_DOCKERD="minikube"
-
-# To point your shell to minikube's docker-daemon, run:
-# eval $(minikube -p minikube docker-env)
-'''
-
-
-def test_docker_env_output_is_parsed_into_docker_variables():
-    assert images.parse_docker_env(MINIKUBE_DOCKER_ENV) == {
-        "DOCKER_TLS_VERIFY": "1", "DOCKER_HOST": "tcp://192.168.49.2:2376",
-        "DOCKER_CERT_PATH": "/home/u/.minikube/certs"}
-    assert images.parse_docker_env("DOCKER_HOST=unix:///tmp/d.sock\n") == {"DOCKER_HOST": "unix:///tmp/d.sock"}
-
-
-class FakeRun:
-    """Records commands and answers from a table (command prefix -> Result or exception)."""
-
-    def __init__(self, answers):
-        self.answers = answers
-        self.calls = []
-
-    def __call__(self, args, **kw):
-        self.calls.append(list(args))
-        for prefix, answer in self.answers.items():
-            if tuple(args[:len(prefix)]) == prefix:
-                if isinstance(answer, Exception):
-                    raise answer
-                return Result(tuple(args), 0, answer, "")
-        raise AssertionError(f"unexpected command {args}")
-
-
-def test_minikube_docker_runtime_builds_into_its_daemon():
-    run = FakeRun({("minikube",): MINIKUBE_DOCKER_ENV})
-    engine = images.build_engine(images.Cluster("minikube", "dev", "dev"), run=run)
-    assert run.calls == [["minikube", "-p", "dev", "docker-env", "--shell", "bash"]]
-    assert engine.host == "tcp://192.168.49.2:2376" and engine.cluster_reads_it
-    assert engine.docker_env["DOCKER_TLS_VERIFY"] == "1"
-
-
-def test_minikube_other_runtime_builds_in_the_host_engine():
-    err = CommandFailed("minikube docker-env failed", stderr=(
-        'X Exiting due to MK_USAGE: The docker-env command is only compatible with the "docker" runtime, '
-        'but this cluster was configured to use the "containerd" runtime.'), returncode=14)
-    engine = images.build_engine(images.Cluster("minikube", "minikube", "minikube"), run=FakeRun({("minikube",): err}))
-    assert engine.docker_env is None and not engine.cluster_reads_it and engine.runtime == "containerd"
-
-
-def test_minikube_not_running_is_unreachable_with_start_hint():
-    err = CommandFailed("minikube docker-env failed", stderr="The control plane node must be running", returncode=89)
-    with pytest.raises(Unreachable, match="minikube") as exc:
-        images.build_engine(images.Cluster("minikube", "minikube", "minikube"), run=FakeRun({("minikube",): err}))
-    assert "minikube start -p minikube" in exc.value.hint
-
-
-def test_non_minikube_clusters_build_in_the_host_engine():
-    engine = images.build_engine(images.Cluster("kind", "dev", "kind-dev"), run=FakeRun({}))
-    assert engine.docker_env is None and not engine.cluster_reads_it
-
-
-# --- delivery plans ------------------------------------------------------------------
-
-REFS = ["demo/backend:aaa", "demo/worker:bbb"]
-
-
-def commands(cluster, present, **kw):
-    return [list(s.command) for s in images.delivery_plan(cluster, REFS, present, **kw)]
-
-
-def test_minikube_docker_runtime_delivers_nothing():
-    assert commands(images.Cluster("minikube", "minikube", "minikube"), set(), engine_shared=True) == []
-
-
-def test_minikube_other_runtime_loads_only_missing_images():
-    assert commands(images.Cluster("minikube", "minikube", "minikube"), {"docker.io/demo/backend:aaa"}) == [
-        ["minikube", "-p", "minikube", "image", "load", "demo/worker:bbb"]]
-
-
-def test_kind_loads_missing_images_in_one_command():
-    assert commands(images.Cluster("kind", "dev", "kind-dev"), set()) == [
-        ["kind", "load", "docker-image", "--name", "dev", "demo/backend:aaa", "demo/worker:bbb"]]
-
-
-def test_kind_with_every_image_present_loads_nothing():
-    assert commands(images.Cluster("kind", "dev", "kind-dev"), {"docker.io/demo/backend:aaa", "demo/worker:bbb"}) == []
-
-
-def test_k3d_imports_missing_images():
-    assert commands(images.Cluster("k3d", "mine", "k3d-mine"), {"demo/backend:aaa"}) == [
-        ["k3d", "image", "import", "-c", "mine", "demo/worker:bbb"]]
-
-
-def test_docker_desktop_delivers_nothing():
-    assert commands(images.Cluster("docker-desktop", "docker-desktop", "docker-desktop"), None) == []
-
-
-def test_remote_pushes_tags_the_registry_lacks():
-    steps = images.delivery_plan(images.Cluster("remote", "prod", "prod"), REFS, {"demo/backend:aaa"})
-    assert [(s.action, s.refs, s.render()) for s in steps] == [("push", ("demo/worker:bbb",), "docker push demo/worker:bbb")]
-
-
-def test_unknown_presence_delivers_everything():
-    assert len(commands(images.Cluster("minikube", "minikube", "minikube"), None)) == 2
-
-
-def test_kind_presence_requires_every_node_to_have_the_image():
-    node1 = '{"images": [{"repoTags": ["docker.io/demo/backend:aaa", "docker.io/demo/worker:bbb"]}]}'
-    node2 = '{"images": [{"repoTags": ["docker.io/demo/backend:aaa"]}]}'
-    answers = {("kind", "get", "nodes"): "dev-control-plane\ndev-worker\n",
-               ("docker", "exec", "dev-control-plane"): node1, ("docker", "exec", "dev-worker"): node2}
-    run = FakeRun(answers)
-    assert images.cluster_images(images.Cluster("kind", "dev", "kind-dev"), REFS, run=run) == {"demo/backend:aaa"}
-    assert ["docker", "exec", "dev-worker", "crictl", "images", "-o", "json"] in run.calls
-
-
-def test_minikube_presence_comes_from_image_ls():
-    run = FakeRun({("minikube", "-p", "minikube", "image", "ls"): "docker.io/demo/backend:aaa\nregistry.k8s.io/pause:3.9\n"})
-    present = images.cluster_images(images.Cluster("minikube", "minikube", "minikube"), REFS, run=run)
-    assert "demo/backend:aaa" in present and "demo/worker:bbb" not in present
-
-
-def test_load_steps_run_through_the_subprocess_helper():
-    run = FakeRun({("kind",): ""})
-    steps = images.delivery_plan(images.Cluster("kind", "dev", "kind-dev"), REFS, set())
-    images.deliver(steps, client=None, reporter=images.Reporter(stream=io.StringIO(), tty=False), run=run)
-    assert run.calls == [["kind", "load", "docker-image", "--name", "dev", *REFS]]
+        repository(project.images[0], env("Bad Registry"), "demo")
 
 
 # --- docker engine errors (no engine needed) ---------------------------------------
@@ -503,7 +374,7 @@ def test_load_steps_run_through_the_subprocess_helper():
 def test_dead_docker_socket_is_unreachable_naming_the_host(tmp_path):
     host = f"unix://{tmp_path}/nothing.sock"
     with pytest.raises(Unreachable) as exc:
-        images.connect({"DOCKER_HOST": host})
+        connect({"DOCKER_HOST": host})
     assert exc.value.line().startswith(f"Docker engine at {host} is not reachable (fix: ")
     assert exc.value.exit_code == 2
 
@@ -545,7 +416,7 @@ def test_push_task_without_registry_is_bad_input(tmp_path, capsys):
 # --- build stream ---------------------------------------------------------------------
 
 def test_build_stream_failure_names_image_step_and_last_output_lines_without_noise():
-    stream = images.BuildStream("backend", 9)
+    stream = BuildStream("backend", 9)
     chunks = [{"stream": "Step 1/9 : FROM local/base:1\n"}, {"stream": " ---> 4833642e83f6\n"},
               {"stream": "Step 4/9 : RUN pip install -r req.txt\n"}, {"stream": " ---> Running in 873a4efeaaa1\n"},
               {"stream": "\x1b[91mERROR: No matching distribution found for fastapi\n\x1b[0m"},
@@ -562,6 +433,6 @@ def test_build_stream_failure_names_image_step_and_last_output_lines_without_noi
 
 
 def test_build_stream_records_the_image_id():
-    stream = images.BuildStream("web", 3)
+    stream = BuildStream("web", 3)
     stream.feed({"aux": {"ID": "sha256:abc"}})
     assert stream.image_id == "sha256:abc" and stream.error is None

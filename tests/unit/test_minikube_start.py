@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from moorage.connection import ensure_minikube
+from moorage.cluster import ensure_minikube
 from moorage.core.config import Environment
 from moorage.core.report import Reporter
 

@@ -1,12 +1,11 @@
 """Deploy plan decisions: pure, no Docker, no cluster."""
 
-import pytest
 
 from moorage import plan
-from moorage.plan import ImageState, ReleaseState
+from moorage.plan import ImageFacts, ReleaseState
 
-IMAGES_BUILT = [ImageState("backend", "moorage/backend:aaa", True, True),
-                ImageState("frontend", "moorage/frontend:bbb", True, True)]
+IMAGES_BUILT = [ImageFacts("backend", "moorage/backend:aaa", True, True),
+                ImageFacts("frontend", "moorage/frontend:bbb", True, True)]
 
 
 def decide(**kw):
@@ -18,25 +17,25 @@ def decide(**kw):
 
 def test_nothing_changed_means_nothing_to_do():
     p = decide()
-    assert p.nothing_to_do and p.build == () and p.deliver == () and not p.upgrade
+    assert p.build == () and p.deliver == () and not p.upgrade
     assert "release is up to date" in "\n".join(p.lines())
 
 
 def test_a_changed_image_is_built_delivered_and_upgraded():
-    images = [ImageState("backend", "moorage/backend:new", False, False), IMAGES_BUILT[1]]
+    images = [ImageFacts("backend", "moorage/backend:new", False, False), IMAGES_BUILT[1]]
     p = decide(images=images, digest="d2")
     assert p.build == ("backend",) and p.reuse == ("frontend",)
     assert p.deliver == ("backend",) and p.upgrade and p.rollback_to == 3
 
 
 def test_image_built_but_missing_in_cluster_is_only_delivered():
-    images = [ImageState("backend", "moorage/backend:aaa", True, False), IMAGES_BUILT[1]]
+    images = [ImageFacts("backend", "moorage/backend:aaa", True, False), IMAGES_BUILT[1]]
     p = decide(images=images)
     assert p.build == () and p.deliver == ("backend",)
 
 
 def test_building_into_the_cluster_engine_delivers_nothing():
-    images = [ImageState("backend", "moorage/backend:new", False, False)]
+    images = [ImageFacts("backend", "moorage/backend:new", False, False)]
     p = decide(images=images, delivery="none", cluster="minikube", digest="d2")
     assert p.build == ("backend",) and p.deliver == ()
     assert "deliver  nothing: the cluster reads the build engine directly" in p.lines()
@@ -61,15 +60,6 @@ def test_failed_release_is_replaced_and_not_a_rollback_target():
 def test_force_rebuilds_everything():
     p = decide(force=True)
     assert p.build == ("backend", "frontend") and p.upgrade
-
-
-@pytest.mark.parametrize("cluster, runtime, expected", [
-    ("minikube", "docker", "none"), ("minikube", "containerd", "minikube-load"), ("kind", "docker", "kind-load"),
-    ("k3d", "docker", "k3d-import"), ("docker-desktop", "docker", "none"), ("remote", "docker", "push"),
-    ("containerd-local", "docker", "ctr-import"),
-])
-def test_delivery_method_per_cluster(cluster, runtime, expected):
-    assert plan.delivery_for(cluster, runtime) == expected
 
 
 def test_release_digest_changes_with_chart_and_values(tmp_path):

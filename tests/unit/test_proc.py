@@ -56,8 +56,9 @@ SHIELD_SCRIPT = r"""
 import sys
 from moorage.core import proc
 from moorage.core.errors import Interrupted
-marker = sys.argv[1]
-child = f"import time, pathlib; time.sleep(1.0); pathlib.Path({marker!r}).write_text('finished')"
+marker, ready = sys.argv[1], sys.argv[2]
+child = (f"import time, pathlib; pathlib.Path({ready!r}).write_text('started'); "
+         f"time.sleep(1.0); pathlib.Path({marker!r}).write_text('finished')")
 try:
     proc.run([sys.executable, "-c", child], shield=True, timeout=30)
 except Interrupted as exc:
@@ -69,13 +70,13 @@ def test_shielded_command_finishes_its_step_on_ctrl_c(tmp_path):
     import os
     import signal
     import subprocess
-    import time
 
-    marker = tmp_path / "marker"
-    script = subprocess.Popen([sys.executable, "-c", SHIELD_SCRIPT, str(marker)], stdout=subprocess.PIPE,
+    marker, ready = tmp_path / "marker", tmp_path / "ready"
+    os.mkfifo(ready)
+    script = subprocess.Popen([sys.executable, "-c", SHIELD_SCRIPT, str(marker), str(ready)], stdout=subprocess.PIPE,
                               text=True, start_new_session=True,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    time.sleep(0.5)
+    assert ready.read_text() == "started"  # blocks until the child is running its step
     os.killpg(script.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground group
     out, _ = script.communicate(timeout=30)
     assert marker.read_text() == "finished"

@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from moorage.core.errors import UserError
-from moorage.readiness import (
-    Resource,
-    State,
+from moorage.readiness import Resource, State, resources_in
+from moorage.readiness.rules import (
     daemonset_state,
     deployment_state,
     evaluate,
@@ -18,7 +18,6 @@ from moorage.readiness import (
     owns,
     pod_problem,
     pvc_state,
-    resources_from_manifest,
     selector_matches,
     statefulset_state,
 )
@@ -147,7 +146,7 @@ def test_deployment_owns_only_pods_of_its_newest_replicaset():
     assert not owns("Deployment", deploy, old_pod, replicasets)
 
 
-def test_resources_from_manifest_keeps_waitable_kinds_and_skips_hooks():
+def test_resources_in_a_manifest_are_its_waitable_kinds_without_hooks():
     manifest = """
 ---
 apiVersion: v1
@@ -168,7 +167,7 @@ apiVersion: apps/v1
 kind: StatefulSet
 metadata: {name: shop-postgresql, namespace: data}
 """
-    assert resources_from_manifest(manifest, "shop") == [
+    assert resources_in(yaml.safe_load_all(manifest), "shop") == [
         Resource("Deployment", "backend", "shop"), Resource("StatefulSet", "shop-postgresql", "data")]
 
 

@@ -18,7 +18,11 @@ class Handler(BaseHTTPRequestHandler):
             "/readyz": (503, {"status": "fail", "checks": {"database": "down"}}),
             "/text": (200, None),
         }
-        if self.path == "/slow":
+        if self.path == "/settling":
+            # fails twice, then passes: a Service whose endpoints are still settling
+            self.server.settling_calls = getattr(self.server, "settling_calls", 0) + 1
+            code, body = (503, {"status": "starting"}) if self.server.settling_calls <= 2 else (200, {"status": "ok"})
+        elif self.path == "/slow":
             import time
 
             time.sleep(0.3)
@@ -63,7 +67,7 @@ def test_checks_pass_and_fail_for_the_right_reason(server):
         SmokeCheck("slow", "backend", 8000, "/slow", 200, (), 100),
         SmokeCheck("page", "frontend", 8080, "/text", 200),
     ]
-    results = smoke.run_checks(checks, "shop-dev", "shop", forward_to(server, calls), attempts=1)
+    results = smoke.run_checks(checks, "shop-dev", "shop-{}".format, forward_to(server, calls), attempts=1)
     by_name = {r.name: r for r in results}
     assert by_name["live"].ok and by_name["page"].ok
     assert by_name["ready"].detail == "expected HTTP 200, got 503"
@@ -81,10 +85,22 @@ def test_a_failed_port_forward_fails_its_checks_with_the_reason():
         raise RuntimeError("no ready pod behind service shop-backend")
         yield  # pragma: no cover
 
-    results = smoke.run_checks([SmokeCheck("live", "backend", 8000, "/healthz")], "ns", "shop", broken)
+    results = smoke.run_checks([SmokeCheck("live", "backend", 8000, "/healthz")], "ns", "shop-{}".format, broken)
     assert not results[0].ok and "no ready pod" in results[0].detail
 
 
 def test_connection_refused_is_a_failure_not_a_crash():
     result = smoke.probe(SmokeCheck("x", "backend", 1, "/"), port=1)
     assert not result.ok and result.status is None and "request failed" in result.detail
+
+
+def test_a_check_that_settles_passes_within_its_attempts(server):
+    checks = [SmokeCheck("settling", "backend", 8000, "/settling", 200, ("status",))]
+    results = smoke.run_checks(checks, "ns", "shop-{}".format, forward_to(server, []), attempts=3, delay=0)
+    assert results[0].ok, results[0].detail
+
+
+def test_a_check_that_keeps_failing_reports_its_last_answer(server):
+    checks = [SmokeCheck("ready", "backend", 8000, "/readyz", 200)]
+    results = smoke.run_checks(checks, "ns", "shop-{}".format, forward_to(server, []), attempts=2, delay=0)
+    assert not results[0].ok and results[0].detail == "expected HTTP 200, got 503"

@@ -30,6 +30,7 @@ from .errors import ConfigError, UserError
 CONFIG_FILE = "invoke.yaml"
 #: where db.* find the backend's Alembic configuration (invoke config ``db.alembic_ini``)
 DEFAULT_ALEMBIC_INI = "app/backend/alembic.ini"
+#: allowed values of an environment's ``cluster:``; moorage.cluster detects the kind for "auto"
 CLUSTER_KINDS = ("auto", "minikube", "kind", "k3d", "docker-desktop", "containerd-local", "remote")
 ENV_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 IMAGE_NAME_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
@@ -111,6 +112,15 @@ class Project:
         known = ", ".join(i.name for i in self.images)
         raise ConfigError(f"unknown image '{name}' (known: {known})",
                           f"use one of the names under moorage.images in {CONFIG_FILE}")
+
+    def selector(self, component: str | None = None) -> str:
+        """The label selector of the release's objects (optionally one component's)."""
+        selector = f"app.kubernetes.io/instance={self.release}"
+        return f"{selector},app.kubernetes.io/component={component}" if component else selector
+
+    def service_name(self, name: str) -> str:
+        """The full name of the release's Service ``name``."""
+        return f"{self.release}-{name}"
 
     def production_contexts(self) -> dict[str, str]:
         """Kube contexts that some production environment names, mapped to that environment."""
@@ -337,22 +347,6 @@ def _missing(r: _Reader, key: str):
     raise ConfigError(f"{r.where}.{key} is missing in {r.source}", f"add {r.where}.{key} to {r.source}")
 
 
-def cluster_kind(context: str | None, configured: str = "auto") -> str:
-    """The cluster kind: the environment's ``cluster:`` setting, else guessed from the kube context name."""
-    if configured and configured != "auto":
-        return configured
-    name = context or ""
-    if name == "minikube":
-        return "minikube"
-    if name.startswith("kind-"):
-        return "kind"
-    if name.startswith("k3d-"):
-        return "k3d"
-    if name in ("docker-desktop", "docker-for-desktop"):
-        return "docker-desktop"
-    return "remote"
-
-
 def yaml_loader():
     """libyaml's loader when PyYAML was built with it (several times faster on big manifests)."""
     import yaml
@@ -395,14 +389,12 @@ def load_secrets(project: Project, env: Environment, environ: Mapping[str, str] 
     Only keys named in ``moorage.secrets`` or the environment's ``required_secrets``
     are returned. A required key that is missing or empty is a ConfigError.
     """
-    from dotenv import dotenv_values
-
     environ = os.environ if environ is None else environ
     wanted = set(project.secrets) | set(env.required_secrets)
     merged: dict[str, str] = {}
     for path in (project.root / ".env", project.root / f".env.{env.name}"):
         if path.is_file():
-            for key, value in dotenv_values(path).items():
+            for key, value in read_dotenv(path).items():
                 if key in wanted and value is not None:
                     merged[key] = value
     for key in wanted:
@@ -415,6 +407,43 @@ def load_secrets(project: Project, env: Environment, environ: Mapping[str, str] 
                 f"set {key}=... in .env.{env.name} (or .env, or the environment); see .env.example",
             )
     return merged
+
+
+def read_dotenv(path: Path) -> dict[str, str | None]:
+    """One ``.env`` file's keys; a file that is not UTF-8 text is a ConfigError naming where."""
+    from dotenv import dotenv_values
+
+    try:
+        return dotenv_values(path, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+                          f"save {path.name} as UTF-8") from None
+
+
+def check_config_file(root: Path) -> None:
+    """Fail early, in one line, on a malformed ``invoke.yaml`` (invoke would raise a traceback).
+
+    The parse is skipped while the file is unchanged since it last parsed (a stamp of size and
+    mtime under ``.moorage/``), so ``inv --list`` pays a stat, not a parse.
+    """
+    path = root / CONFIG_FILE
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return
+    stamp = root / ".moorage" / "config-ok"
+    signature = f"{stat.st_size}:{stat.st_mtime_ns}"
+    try:
+        if stamp.read_text() == signature:
+            return
+    except OSError:
+        pass
+    load_yaml(path)
+    try:
+        stamp.parent.mkdir(exist_ok=True)
+        stamp.write_text(signature)
+    except OSError:  # a read-only checkout parses every time
+        pass
 
 
 def guard_context(project: Project, env: Environment, current_context: str | None) -> None:

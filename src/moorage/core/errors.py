@@ -50,11 +50,13 @@ class OperationFailed(MoorageError):
 
 
 class CommandFailed(OperationFailed):
-    """An external command exited non-zero; carries its redacted stderr."""
+    """An external command exited non-zero; carries its redacted stderr (and stdout)."""
 
-    def __init__(self, message: str, hint: str | None = None, *, stderr: str = "", returncode: int = 1):
+    def __init__(self, message: str, hint: str | None = None, *, stderr: str = "", returncode: int = 1,
+                 stdout: str = ""):
         super().__init__(message, hint)
         self.stderr = stderr
+        self.stdout = stdout
         self.returncode = returncode
 
 

@@ -12,18 +12,30 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import CommandFailed, Interrupted, ToolMissing
 
 log = logging.getLogger(__name__)
 
 MASK = "******"
-STDERR_TAIL_LINES = 20
+# An error message stays a few lines; the whole output goes to a log file it names.
+STDERR_TAIL_LINES = 3
+_log_dir: Path | None = None
+
+
+def set_log_dir(path: Path | None) -> None:
+    """Where failed commands leave their full (redacted) output; None: no log files."""
+    global _log_dir
+    _log_dir = path
 
 INSTALL_HINTS = {
     "helm": "install Helm 3 or 4 (scripts/install-helm.sh) and put it on PATH",
@@ -118,12 +130,31 @@ def run(
         ) from None
     result = Result(tuple(args), proc.returncode, stdout, redact(stderr, secrets))
     if check and proc.returncode != 0:
-        tail = tail_lines(result.stderr or redact(stdout, secrets))
+        output = result.stderr or redact(stdout, secrets)
+        tail = tail_lines(output)
+        saved = save_output(what or args[0], shown, redact(stdout, secrets), result.stderr)
         raise CommandFailed(
-            f"{what or args[0]} failed (exit {proc.returncode}): {shown}" + (f": {tail}" if tail else ""),
-            hint, stderr=result.stderr, returncode=proc.returncode,
+            f"{what or args[0]} failed (exit {proc.returncode})" + (f": {tail}" if tail else "")
+            + (f" (full output: {saved})" if saved else ""),
+            hint, stderr=result.stderr, returncode=proc.returncode, stdout=redact(stdout, secrets),
         )
     return result
+
+
+def save_output(what: str, command: str, stdout: str, stderr: str) -> Path | None:
+    """Write a failed command's whole (already redacted) output to a private file in the log directory."""
+    if _log_dir is None:
+        return None
+    try:
+        _log_dir.mkdir(parents=True, exist_ok=True)
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", what).strip("-")[:40] or "command"
+        fd, name = tempfile.mkstemp(prefix=f"{time.strftime('%Y%m%dT%H%M%S')}-{slug}-", suffix=".log",
+                                    dir=_log_dir)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"$ {command}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n")
+        return Path(name)
+    except OSError:  # a log that cannot be written must not hide the error itself
+        return None
 
 
 def _communicate(proc: subprocess.Popen, input: str | None, timeout: float, shield: bool) -> tuple[str, str]:

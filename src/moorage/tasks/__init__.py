@@ -7,13 +7,23 @@ libraries are imported inside the functions that use them.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from invoke import Collection
 
+from ..core.config import check_config_file
+from ..core.errors import EXIT_BAD_INPUT, MoorageError
+
 
 def namespace(root: Path) -> Collection:
     """The root collection, with ``moorage.root`` defaulting to the project folder."""
+    try:
+        check_config_file(root)
+    except MoorageError as exc:
+        # invoke parses invoke.yaml right after importing tasks.py; say what is wrong first, in one line
+        print(f"error: {exc.line()}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_BAD_INPUT) from None
     from . import deploy, dev, doctor
 
     ns = Collection()

@@ -8,16 +8,17 @@ from ..core.errors import OperationFailed
 from ._boundary import confirm, lazy, mtask, project, reporter
 
 bk = lazy("moorage.backup")
-db = lazy("moorage.db")
+database = lazy("moorage.database")
+
+# The retention defaults live in moorage.backup.RetentionPolicy, which is not imported here (that
+# would load the whole backup package on `inv --list`): the config keys are declared unset.
+RETENTION_KEYS = ("keep_last", "keep_daily", "keep_weekly")
+DEFAULT_NOTE = "else the built-in policy, which --dry-run shows"
 
 TARGET_HELP = {
     "env": "environment (default: MOORAGE_ENV, then dev); backups live in <backups_dir>/<env>/",
     "database_url": "connect directly to this PostgreSQL URL (else DATABASE_URL, else the env's PostgreSQL pod)",
 }
-
-
-def _settings(ctx) -> dict:
-    return dict(ctx.config.get("backup", {}) or {})
 
 
 @mtask(auto_shortflags=False, help={**TARGET_HELP,
@@ -28,22 +29,15 @@ def _settings(ctx) -> dict:
 def create(ctx, env=None, database_url=None, name=None, release_revision=None, dry_run=False, json=False):
     """Dump the database (pg_dump custom format) into a checked, checksummed backup file."""
     proj = project(ctx)
-    environment = proj.env(env)
     out = reporter(json)
-    target = db.target_for(proj, environment, database_url)
-    out.step(f"backing up {target.description} ({environment.name})")
-    if dry_run:
-        out.line(f"dry run: would write pg_dump -Fc of that database to "
-                 f"{bk.backup_dir(proj.backups_dir, environment.name)}/ (as .partial, renamed when checked)")
+    taken = database.take_backup(proj, proj.env(env), database_url, out, label=name,
+                                 release_revision=release_revision, dry_run=dry_run)
+    if taken is None:
         return
-    with out.progress("pg_dump", unit="bytes") as bar:
-        result = bk.create_backup(target, bk.backup_dir(proj.backups_dir, environment.name),
-                                  environment=environment.name, label=name, release_revision=release_revision,
-                                  progress=bar.update)
-    meta = result.meta
-    out.ok(f"{result.path} ({meta['size']} bytes, sha256 {meta['sha256'][:12]}..., {meta['seconds']}s)")
+    meta = taken.meta
+    out.ok(f"{taken.path} ({meta['size']} bytes, sha256 {meta['sha256'][:12]}..., {meta['seconds']}s)")
     if json:
-        out.emit_json(result.row())
+        out.emit_json(taken.row())
 
 
 @mtask(name="list", auto_shortflags=False, help={"env": TARGET_HELP["env"], "json": "print the backups as JSON on stdout"})
@@ -52,9 +46,8 @@ def list_(ctx, env=None, json=False):
     from ..core.report import human_bytes
 
     proj = project(ctx)
-    environment = proj.env(env)
     out = reporter(json)
-    directory = bk.backup_dir(proj.backups_dir, environment.name)
+    directory = bk.backup_dir(proj.backups_dir, proj.env(env).name)
     backups = bk.list_backups(directory)
     partials = bk.partial_files(directory)
     if json:
@@ -82,8 +75,7 @@ def list_(ctx, env=None, json=False):
 def verify(ctx, name, env=None, deep=False):
     """Check a backup's checksum, size and archive structure; exit 1 with the reason if it is damaged."""
     proj = project(ctx)
-    environment = proj.env(env)
-    found = bk.find_backup(bk.backup_dir(proj.backups_dir, environment.name), name)
+    found = bk.find_backup(bk.backup_dir(proj.backups_dir, proj.env(env).name), name)
     result = bk.verify_backup(found, deep=deep)
     reporter().ok(f"{found.name}: sha256 and size match, archive readable ({result['tables']} tables)"
                   + (", every data block decodes" if deep else ""))
@@ -91,9 +83,9 @@ def verify(ctx, name, env=None, deep=False):
 
 @mtask(auto_shortflags=False, help={
     "env": TARGET_HELP["env"],
-    "keep_last": "keep this many newest backups (default: backup.keep_last, 7)",
-    "keep_daily": "keep the newest backup of each of the last N days (default: backup.keep_daily, 7)",
-    "keep_weekly": "keep the newest backup of each of the last N weeks (default: backup.keep_weekly, 4)",
+    "keep_last": f"keep this many newest backups (default: config backup.keep_last, {DEFAULT_NOTE})",
+    "keep_daily": f"keep the newest backup of each of the last N days (default: config backup.keep_daily, {DEFAULT_NOTE})",
+    "keep_weekly": f"keep the newest backup of each of the last N weeks (default: config backup.keep_weekly, {DEFAULT_NOTE})",
     "dry_run": "show what would be deleted and delete nothing",
     "yes": "do not ask (required for a production environment without a terminal)",
 })
@@ -102,12 +94,8 @@ def prune(ctx, env=None, keep_last=None, keep_daily=None, keep_weekly=None, dry_
     proj = project(ctx)
     environment = proj.env(env)
     out = reporter()
-    conf = _settings(ctx)
-    policy = bk.RetentionPolicy(
-        keep_last=int(keep_last if keep_last is not None else conf.get("keep_last", 7)),
-        keep_daily=int(keep_daily if keep_daily is not None else conf.get("keep_daily", 7)),
-        keep_weekly=int(keep_weekly if keep_weekly is not None else conf.get("keep_weekly", 4)),
-    )
+    policy = bk.RetentionPolicy.choose(ctx.config.get("backup", {}) or {}, keep_last=keep_last,
+                                       keep_daily=keep_daily, keep_weekly=keep_weekly)
     directory = bk.backup_dir(proj.backups_dir, environment.name)
     decisions, skipped, partials = bk.prune(directory, policy, dry_run=True)
     goes = [d for d in decisions if not d.keep]
@@ -143,16 +131,8 @@ def restore(ctx, name, env=None, database_url=None, yes=False, force_env=False, 
     proj = project(ctx)
     environment = proj.env(env)
     out = reporter()
-    jobs = int(jobs)
-    if jobs < 1:
-        from ..core.errors import UserError
 
-        raise UserError("--jobs must be 1 or more", None)
-    directory = bk.backup_dir(proj.backups_dir, environment.name)
-    found = bk.find_backup(directory, name)
-    target = db.target_for(proj, environment, database_url)
-
-    def approve(plan: bk.RestorePlan) -> None:
+    def approve(plan) -> None:
         out.step(f"restore plan for {plan.target}")
         for i, step in enumerate(plan.steps, 1):
             out.line(f"  {i}. {step}")
@@ -162,9 +142,8 @@ def restore(ctx, name, env=None, database_url=None, yes=False, force_env=False, 
                 yes=yes)
 
     try:
-        result = bk.restore_backup(target, found, environment=environment.name, backups_root=proj.backups_dir,
-                                   confirm=approve, force_env=force_env, jobs=jobs, keep_old=not drop_old,
-                                   say=out.line)
+        result = database.restore(proj, environment, name, database_url, confirm=approve, force_env=force_env,
+                                  jobs=int(jobs), keep_old=not drop_old, say=out.line)
     except _DryRun:
         out.line("dry run: backup verified; nothing was changed")
         return
@@ -172,7 +151,7 @@ def restore(ctx, name, env=None, database_url=None, yes=False, force_env=False, 
         raise OperationFailed("restore interrupted: the original database is unchanged (or already swapped "
                               "in whole); a leftover temporary database is dropped by the next restore",
                               exit_code=130) from None
-    out.ok(f"restored {found.name} into {result['database']}"
+    out.ok(f"restored {result['backup']} into {result['database']}"
            + (f"; the previous database is kept as {result['old_database']}" if result.get("old_database") else ""))
 
 
@@ -181,4 +160,4 @@ class _DryRun(Exception):
 
 
 ns = Collection("backup", create, list_, verify, prune, restore)
-ns.configure({"backup": {"keep_last": 7, "keep_daily": 7, "keep_weekly": 4}})
+ns.configure({"backup": dict.fromkeys(RETENTION_KEYS)})

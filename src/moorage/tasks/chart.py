@@ -9,18 +9,6 @@ from ._boundary import lazy, mtask, project, reporter
 helm = lazy("moorage.helm")
 config = lazy("moorage.core.config")
 
-LINT_TAG = "0000000000000000"
-
-
-def _layers(proj, env, refs, secrets):
-    """The generated layers, in the order Helm applies them after the environment's file."""
-    return {"images": helm.image_values(proj, refs), "secrets": helm.secret_values(proj, secrets)}
-
-
-def _placeholder_refs(proj, env):
-    prefix = env.registry or proj.release
-    return {image.name: (f"{prefix}/{image.name}", LINT_TAG) for image in proj.images}
-
 
 @mtask(help={"env": "lint with this environment's values only (default: every environment)"})
 def lint(ctx, env=None):
@@ -30,11 +18,9 @@ def lint(ctx, env=None):
     envs = [proj.env(env)] if env else [proj.environments[name] for name in sorted(proj.environments)]
     for environment in envs:
         config.load_values(environment)  # malformed YAML: one line naming file and line
-        layers = _layers(proj, environment, _placeholder_refs(proj, environment), helm.placeholder_secrets(proj))
-        with helm.private_values(layers) as files:
-            args = helm.lint_command(proj.chart, [environment.values_file, files["images"], files["secrets"]])
-            helm.run(args, timeout=120, what=f"helm lint ({environment.name})",
-                     values_hint=f"fix {environment.values_file.relative_to(proj.root)}")
+        with helm.layered_values(environment, *helm.placeholder_layers(proj, environment)) as files:
+            helm.call(helm.lint_command(proj.chart, files), timeout=120, what=f"helm lint ({environment.name})",
+                      values_files=[environment.values_file])
         out.ok(f"chart lints cleanly with {environment.values_file.relative_to(proj.root)}")
 
 
@@ -47,12 +33,10 @@ def template(ctx, env=None, output=None):
     proj = project(ctx)
     environment = proj.env(env)
     config.load_values(environment)
-    layers = _layers(proj, environment, _placeholder_refs(proj, environment), helm.placeholder_secrets(proj))
-    with helm.private_values(layers) as files:
-        args = helm.template_command(proj.release, proj.chart, environment.namespace,
-                                     [environment.values_file, files["images"], files["secrets"]])
-        result = helm.run(args, timeout=120, what=f"helm template ({environment.name})",
-                          values_hint=f"fix {environment.values_file.relative_to(proj.root)}")
+    with helm.layered_values(environment, *helm.placeholder_layers(proj, environment)) as files:
+        result = helm.call(helm.template_command(proj.release, proj.chart, environment.namespace, files),
+                           timeout=120, what=f"helm template ({environment.name})",
+                           values_files=[environment.values_file])
     if output:
         with open(output, "w") as handle:
             handle.write(result.stdout)

@@ -17,7 +17,7 @@ from ._boundary import confirm, mtask, project, reporter
 def deploy(ctx, env, yes=False, dry_run=False, no_rollback=False, json=False):
     """Deploy to a shared environment from CI: push images, upgrade, wait, smoke, roll back on failure."""
     from .. import deploy as pipeline
-    from ..db import DEFAULT_ALEMBIC_INI
+    from ..core.config import DEFAULT_ALEMBIC_INI
 
     proj = project(ctx)
     environment = proj.env(env)

@@ -57,7 +57,7 @@ def logs(ctx, env=None, component="backend", follow=False, tail=100, previous=Fa
     proj = project(ctx)
     environment = proj.env(env)
     cluster = connection.connect(proj, environment)
-    selector = f"app.kubernetes.io/instance={proj.release},app.kubernetes.io/component={component}"
+    selector = proj.selector(component)
     try:
         kube.stream_logs(cluster.api, environment.namespace, selector, tail=int(tail), follow=follow,
                          previous=previous, write=lambda line: print(line, flush=True))
@@ -80,7 +80,7 @@ def port_forward(ctx, env=None, service="frontend", port=None, local_port=None):
     proj = project(ctx)
     environment = proj.env(env)
     cluster = connection.connect(proj, environment)
-    name = f"{proj.release}-{service}"
+    name = proj.service_name(service)
     remote = int(port) if port else kube.service_port(cluster.api, environment.namespace, name)
     wanted = int(local_port) if local_port else remote
     out = reporter()

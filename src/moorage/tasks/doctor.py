@@ -19,22 +19,7 @@ def doctor(ctx, env=None, json=False, skip_cluster=False):
     proj = project(ctx)
     environment = proj.env(env)
     out = reporter(json)
-    checks = [checks_mod.check_python(), checks_mod.check_docker(), checks_mod.check_helm()]
-    context = None
-    if not skip_cluster:
-        from .. import kube
-
-        def reachable(name):
-            return f"Kubernetes {kube.ping(kube.client(name))} reachable"
-
-        cluster_checks = checks_mod.check_context(proj, environment, kube.current_context, reachable)
-        checks += cluster_checks
-        try:
-            context = environment.context or kube.current_context()
-        except Exception:  # noqa: BLE001 - already reported as a failed check
-            context = None
-    for tool in checks_mod.needed_tools(environment, context):
-        checks.append(checks_mod.check_tool(tool, checks_mod.TOOL_VERSION_ARGS.get(tool, ["version"])))
+    checks = checks_mod.run_checks(proj, environment, skip_cluster=skip_cluster)
     failed = [c for c in checks if not c.ok]
     if json:
         out.emit_json({"environment": environment.name, "ok": not failed,

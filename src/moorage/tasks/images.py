@@ -6,9 +6,9 @@ import time
 
 from invoke import Collection
 
-from ..core.errors import UserError
 from ._boundary import lazy, mtask, project, reporter
 
+artifacts = lazy("moorage.artifacts")
 images = lazy("moorage.images")
 
 ENV_HELP = "environment (default: MOORAGE_ENV, then the config's default_env, then dev)"
@@ -29,39 +29,30 @@ def build(ctx, only=None, force=False, env=None, dry_run=False, json=False):
     out = reporter(json)
     proj = project(ctx)
     environment = proj.env(env)
-    target = images.observe(proj, environment, only=only)
-    plan = images.plan_builds(target.states, target.present, force=force)
-    summary = {"environment": environment.name, "cluster": target.cluster.kind, "engine": target.engine.host,
+    ws = artifacts.observe(proj, environment, only=only)
+    summary = {"environment": environment.name, "cluster": ws.cluster.kind, "engine": ws.engine.host,
                "dry_run": bool(dry_run), "images": []}
-    states = {s.name: s for s in target.states}
     if dry_run:
-        out.step(f"build plan for '{environment.name}' (engine {target.engine.host}, cluster {target.cluster.kind})")
-        for p in plan:
+        out.step(f"build plan for '{environment.name}' (engine {ws.engine.host}, cluster {ws.cluster.kind})")
+        states = {s.name: s for s in ws.states}
+        for p in ws.plan(force=force):
             bases = ", ".join(f"{ref} ({'present' if iid else 'missing: will be pulled'})"
                               for ref, iid in states[p.name].bases.items())
             out.line(f"{p.action:5} {p.name:12} {p.ref}  [{p.reason}]" + (f"  base: {bases}" if bases else ""))
             summary["images"].append({"name": p.name, "ref": p.ref, "action": p.action, "reason": p.reason})
     else:
-        refreshed = images.pull_missing_bases(target, proj, environment, plan, reporter=out)
-        if refreshed is not target.states:
-            target.states = refreshed
-            plan = images.plan_builds(refreshed, target.present, force=force)
-            states = {s.name: s for s in refreshed}
-        ca = images.ca_bundle_from_env()
-        for p in plan:
-            row = {"name": p.name, "ref": p.ref, "action": p.action, "reason": p.reason}
-            if p.action == "skip":
-                out.ok(f"{p.name}: {p.reason} ({p.ref})")
-            else:
-                t0 = time.monotonic()
-                row["image_id"] = images.build(target.client, states[p.name], target.contexts[p.name], reporter=out,
-                                               ca_bundle=ca, log_dir=proj.root / ".moorage" / "logs")
-                row["seconds"] = images.elapsed(t0)
-                out.ok(f"{p.name}: built {p.ref} in {row['seconds']:.1f}s")
-            summary["images"].append(row)
-    summary["seconds"] = images.elapsed(start)
+        done = artifacts.build_images(ws, proj, environment, force=force, reporter=out,
+                                      on_done=lambda b: out.ok(_build_line(b)))
+        summary["images"] = [b.as_json() for b in done]
+    summary["seconds"] = artifacts.elapsed(start)
     if json:
         out.emit_json(summary)
+
+
+def _build_line(outcome) -> str:
+    if outcome.action == "skip":
+        return f"{outcome.name}: {outcome.reason} ({outcome.ref})"
+    return f"{outcome.name}: built {outcome.ref} in {outcome.seconds:.1f}s"
 
 
 @mtask(help={"env": ENV_HELP, "json": JSON_HELP})
@@ -70,29 +61,14 @@ def list_(ctx, env=None, json=False):
     out = reporter(json)
     proj = project(ctx)
     environment = proj.env(env)
-    target = images.observe(proj, environment)
-    rows = images.list_rows(target.states, images.inspect_refs(target.client, [s.ref for s in target.states]))
+    ws = artifacts.observe(proj, environment)
+    rows = artifacts.image_rows(ws)
     if json:
-        out.emit_json({"environment": environment.name, "engine": target.engine.host,
+        out.emit_json({"environment": environment.name, "engine": ws.engine.host,
                        "images": [r.as_json() for r in rows]})
         return
     out.table(["image", "tag", "built", "size", "created"], images.table_rows(rows),
-              title=f"images for '{environment.name}' (engine {target.engine.host})")
-
-
-def _require_built(target) -> None:
-    missing = [s for s in target.states if s.ref not in target.present]
-    if missing:
-        s = missing[0]
-        raise UserError(f"image '{s.name}' ({s.ref}) is not built in the Docker engine at {target.engine.host}",
-                        "build it first: inv images.build" + (f" --only {s.name}" if len(missing) == 1 else ""))
-
-
-def _require_registry(environment, why: str) -> None:
-    if not environment.registry:
-        raise UserError(f"environment '{environment.name}' {why} but has no registry",
-                        f"set moorage.environments.{environment.name}.registry in invoke.yaml, "
-                        "or its cluster: (minikube, kind, k3d, docker-desktop)")
+              title=f"images for '{environment.name}' (engine {ws.engine.host})")
 
 
 def _print_steps(out, steps, nothing: str) -> None:
@@ -108,26 +84,23 @@ def load(ctx, env=None, dry_run=False):
     out = reporter()
     proj = project(ctx)
     environment = proj.env(env)
-    target = images.observe(proj, environment)
-    if target.cluster.kind == "remote":
-        _require_registry(environment, f"deploys to a remote cluster (context {target.cluster.context or 'none'})")
-    _require_built(target)
-    refs = [s.ref for s in target.states]
-    present = None if target.engine.cluster_reads_it else images.cluster_images(target.cluster, refs,
-                                                                                 client=target.client)
-    steps = images.delivery_plan(target.cluster, refs, present, engine_shared=target.engine.cluster_reads_it)
-    nothing = (f"the {target.cluster.kind} cluster reads the engine the images are built in: nothing to load"
-               if target.engine.cluster_reads_it or target.cluster.kind == "docker-desktop"
-               else f"the {target.cluster.kind} cluster already has every image: nothing to load")
+    ws = artifacts.observe(proj, environment)
+    if ws.cluster.kind == "remote":
+        artifacts.require_registry(environment, f"deploys to a remote cluster (context {ws.cluster.context or 'none'})")
+    artifacts.require_built(ws)
+    steps = artifacts.delivery_steps(ws, artifacts.in_cluster(ws))
+    nothing = (f"the {ws.cluster.kind} cluster reads the engine the images are built in: nothing to load"
+               if ws.engine.cluster_reads_it or ws.cluster.kind == "docker-desktop"
+               else f"the {ws.cluster.kind} cluster already has every image: nothing to load")
     if dry_run:
-        out.step(f"delivery plan for '{environment.name}' ({target.cluster.kind} {target.cluster.name})")
+        out.step(f"delivery plan for '{environment.name}' ({ws.cluster.kind} {ws.cluster.name})")
         _print_steps(out, steps, nothing)
         return
     if not steps:
         out.ok(nothing)
         return
-    images.deliver(steps, client=target.client, reporter=out)
-    out.ok(f"{len({r for s in steps for r in s.refs})} image(s) delivered to {target.cluster.kind} {target.cluster.name}")
+    artifacts.deliver_images(ws, steps, reporter=out)
+    out.ok(f"{len({r for s in steps for r in s.refs})} image(s) delivered to {ws.cluster.kind} {ws.cluster.name}")
 
 
 @mtask(help={"env": ENV_HELP, "dry_run": DRY_HELP})
@@ -136,12 +109,10 @@ def push(ctx, env=None, dry_run=False):
     out = reporter()
     proj = project(ctx)
     environment = proj.env(env)
-    _require_registry(environment, "is asked to push images")
-    target = images.observe(proj, environment)
-    _require_built(target)
-    refs = [s.ref for s in target.states]
-    registry = images.Cluster("remote", environment.registry, target.cluster.context)
-    steps = images.delivery_plan(registry, refs, images.cluster_images(registry, refs, client=target.client))
+    artifacts.require_registry(environment, "is asked to push images")
+    ws = artifacts.observe(proj, environment)
+    artifacts.require_built(ws)
+    steps = artifacts.registry_steps(ws, environment.registry)
     if dry_run:
         out.step(f"push plan for '{environment.name}' (registry {environment.registry})")
         _print_steps(out, steps, "the registry already has every image: nothing to push")
@@ -149,7 +120,7 @@ def push(ctx, env=None, dry_run=False):
     if not steps:
         out.ok("the registry already has every image: nothing to push")
         return
-    images.deliver(steps, client=target.client, reporter=out)
+    artifacts.deliver_images(ws, steps, reporter=out)
     out.ok(f"{len(steps)} image(s) pushed to {environment.registry}")
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from moorage import backup as bk
 from moorage.core.errors import OperationFailed, UserError
-from moorage.db import LocalTarget, parse_database_url
+from moorage.pg import LocalTarget, parse_database_url
 
 from .conftest import fingerprint, inv, load_project, seed
 

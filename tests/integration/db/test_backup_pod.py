@@ -17,7 +17,9 @@ import pytest
 
 from moorage import backup as bk
 from moorage import kube
-from moorage.db import KubePods, PodTarget
+from moorage.core.config import load_project
+from moorage.database import KubePods, pod_selector
+from moorage.pg import PodTarget
 from tests.fixtures.kubeapi import kubeapi, load_object  # noqa: F401 - fixture
 
 from .conftest import fingerprint, seed
@@ -67,7 +69,7 @@ def test_backup_and_restore_through_the_pod_exec_stream(pg, database, kubeapi, t
     kubeapi.apply(postgresql_pod())
     kubeapi.exec_handler = container(pg, database)
     api = kube.client(kubeapi.context, kubeapi.kubeconfig)
-    target = PodTarget.discover(KubePods(api), "demo-dev", "demo")
+    target = PodTarget.discover(KubePods(api), "demo-dev", pod_selector(load_project({"release": "demo"}, tmp_path)))
     assert target.pod == "demo-postgresql-0" and target.database == database
 
     taken = bk.create_backup(target, tmp_path / "dev", environment="dev")

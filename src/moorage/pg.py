@@ -1,4 +1,4 @@
-"""The database: where it is, how to talk to it, and its Alembic migrations.
+"""PostgreSQL access that both the migrations and the backups use: where a database is, how to talk to it.
 
 A database is reached through a :class:`Target`:
 
@@ -6,20 +6,17 @@ A database is reached through a :class:`Target`:
   ``DATABASE_URL``; production's external PostgreSQL). The PostgreSQL client
   tools run on this machine with the connection in ``PG*`` variables of the
   child's environment: the password never appears on a command line.
-- :class:`PodTarget` for the in-cluster PostgreSQL pod of an environment. The
-  same tools run inside the pod through an exec stream, connecting over the
-  pod's local socket as ``$POSTGRES_USER``; no credential leaves the pod.
+- :class:`PodTarget` for an in-cluster PostgreSQL pod. The same tools run
+  inside the pod through an exec stream (a :class:`PodExec`), connecting over
+  the pod's local socket as ``$POSTGRES_USER``; no credential leaves the pod.
 
-Both offer the same three operations: :meth:`Target.run_streaming` (a
+Both offer the same two operations: :meth:`Target.run_streaming` (a
 PostgreSQL client program with its stdout handed chunk by chunk to a
-callback), :meth:`Target.sql` (one psql call) and
-:meth:`Target.restore_archive` (``pg_restore`` of a local archive file).
+callback) and :meth:`Target.restore_archive` (``pg_restore`` of a local
+archive file). :func:`sql` runs one psql call on either. Which pod, and the
+Kubernetes client behind a PodExec, are chosen by ``moorage.database``.
 
-Migrations: :func:`migration_status` compares the database's
-``alembic_version`` with the scripts' head (the scripts are read locally with
-Alembic's own API); :func:`alembic_command` runs Alembic against a direct
-connection (``db.migrate --local``); :func:`migration_job` builds the
-in-cluster Job manifest from the release's backend Deployment.
+Foundation floor: imports only ``moorage.core``.
 """
 
 from __future__ import annotations
@@ -28,7 +25,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,10 +33,9 @@ from typing import IO, Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .core import proc
-from .core.config import DEFAULT_ALEMBIC_INI  # noqa: F401 - re-exported for the db tasks
 from .core.errors import CommandFailed, ToolMissing, Unreachable, UserError
 
-log = logging.getLogger("moorage.db")
+log = logging.getLogger("moorage.pg")
 
 CHUNK = 1 << 20
 MAINTENANCE_DB = "postgres"
@@ -222,7 +217,27 @@ def pg_error(what: str, stderr: str, target: Target, code: int | None = None) ->
                          returncode=code or 1)
 
 
-def _pdeathsig() -> None:  # pragma: no cover - runs in the child
+def database_info(target: Target) -> dict[str, Any]:
+    """Server version and Alembic revision(s) of the target's database, in two short queries."""
+    out = sql(target, "SELECT current_setting('server_version'), "
+                      "to_regclass('public.alembic_version') IS NOT NULL", what="reading the server version")
+    version, has_alembic = (out.strip().split("|") + ["f"])[:2]
+    heads: list[str] = []
+    if has_alembic == "t":
+        heads = sorted(sql(target, "SELECT version_num FROM alembic_version",
+                           what="reading alembic_version").split())
+    return {"server_version": version, "alembic_heads": heads}
+
+
+def database_exists(target: Target, name: str) -> bool:
+    out = sql(target, f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(name)}", database=MAINTENANCE_DB)
+    return out.strip() == "1"
+
+
+# --------------------------------------------------------------------------- local
+
+
+def pdeathsig() -> None:  # pragma: no cover - runs in the child
     """Ask Linux to SIGTERM the child if Moorage dies, so no pg tool outlives a killed run."""
     try:
         import ctypes
@@ -243,7 +258,13 @@ def _grow_pipe(fd: int) -> None:
 
 
 class LocalTarget:
-    """A direct connection: client tools on this machine, PG* variables in their environment."""
+    """A direct connection: client tools on this machine, PG* variables in their environment.
+
+    Its children are started here rather than through ``core.proc.run``:
+    that helper collects a finished child's output as text, while a dump is
+    binary and streamed in chunks as it comes (and ``shell`` is attached to
+    the terminal). Tool lookup, install hints and redaction are still proc's.
+    """
 
     kind = "local"
 
@@ -274,19 +295,14 @@ class LocalTarget:
                 child = subprocess.Popen(
                     args, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                     stdout=subprocess.PIPE if stdout else subprocess.DEVNULL, stderr=err,
-                    env=self.env(database), preexec_fn=_pdeathsig,
+                    env=self.env(database), preexec_fn=pdeathsig,
                 )
             except FileNotFoundError:
                 raise ToolMissing(f"'{argv[0]}' is not installed or not on PATH",
                                   proc.INSTALL_HINTS.get(argv[0])) from None
             try:
                 if stdout:
-                    fd = child.stdout.fileno()
-                    _grow_pipe(fd)
-                    read = os.read
-                    while chunk := read(fd, CHUNK):
-                        stdout(chunk)
-                    child.stdout.close()
+                    _pump(child, stdout)
                 code = child.wait()
             except BaseException:
                 child.terminate()
@@ -310,8 +326,21 @@ class LocalTarget:
         return subprocess.call([self.tool("psql")], env=self.env(database))
 
 
+def _pump(child: subprocess.Popen, stdout: Callable[[bytes], None]) -> None:
+    """Hand the child's stdout to ``stdout`` in large chunks until it closes."""
+    fd = child.stdout.fileno()
+    _grow_pipe(fd)
+    read = os.read
+    while chunk := read(fd, CHUNK):
+        stdout(chunk)
+    child.stdout.close()
+
+
+# --------------------------------------------------------------------------- pod
+
+
 class PodExec(Protocol):
-    """The narrow slice of ``moorage.kube`` a PodTarget needs (see :class:`KubePods`)."""
+    """The narrow slice of the Kubernetes client a PodTarget needs (``moorage.database.KubePods``)."""
 
     def find_pod(self, namespace: str, label_selector: str) -> str:
         """Name of a ready pod matching the selector (Unreachable otherwise)."""
@@ -319,46 +348,6 @@ class PodExec(Protocol):
     def exec_stream(self, namespace: str, pod: str, container: str, command: Sequence[str], *,
                     stdin: IO[bytes] | None, on_stdout: Callable[[bytes], None]) -> tuple[int, str]:
         """Run ``command`` in the container, binary-safe both ways; (exit code, stderr)."""
-
-
-class KubePods:
-    """``moorage.kube`` bound to one API client, in the PodExec shape."""
-
-    def __init__(self, api):
-        self.api = api
-
-    def find_pod(self, namespace: str, label_selector: str) -> str:
-        from kubernetes.client import CoreV1Api
-        from kubernetes.client.exceptions import ApiException
-
-        from . import kube
-
-        try:
-            response = kube.retrying(CoreV1Api(self.api).list_namespaced_pod, namespace,
-                                     label_selector=label_selector, _preload_content=False)
-        except ApiException as exc:
-            raise kube.api_error(self.api, exc, f"listing pods in {namespace}") from exc
-        pods = kube.read_json(response).get("items") or []
-        ready = [p for p in pods if _pod_ready(p)]
-        if not ready:
-            raise Unreachable(f"no ready PostgreSQL pod ({label_selector}) in namespace {namespace}",
-                              "deploy the environment first (inv dev.deploy) or check inv dev.status")
-        return ready[0]["metadata"]["name"]
-
-    def exec_stream(self, namespace: str, pod: str, container: str, command: Sequence[str], *,
-                    stdin: IO[bytes] | None, on_stdout: Callable[[bytes], None]) -> tuple[int, str]:
-        from . import kube
-
-        result = kube.exec_stream(self.api, namespace, pod, list(command), container=container,
-                                  stdout=on_stdout, stdin=stdin)
-        return result.exit_code, result.stderr
-
-
-def _pod_ready(pod: Mapping[str, Any]) -> bool:
-    status = pod.get("status") or {}
-    if (pod.get("metadata") or {}).get("deletionTimestamp") or status.get("phase") != "Running":
-        return False
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
 # Runs inside the pod: connect over the local socket as the image's user; the
@@ -371,12 +360,8 @@ POD_WRAPPER = (
 )
 
 
-def pod_selector(release: str) -> str:
-    return f"app.kubernetes.io/instance={release},app.kubernetes.io/component=postgresql"
-
-
 class PodTarget:
-    """The environment's in-cluster PostgreSQL pod, reached through an exec stream.
+    """A PostgreSQL pod, reached through an exec stream.
 
     pg_dump writes straight into the exec stream: nothing is staged in the pod.
     ``restore_archive`` streams the archive into ``pg_restore``'s stdin, which
@@ -400,8 +385,9 @@ class PodTarget:
         self._database = database
 
     @classmethod
-    def discover(cls, kube: PodExec, namespace: str, release: str, **kw: Any) -> PodTarget:
-        return cls(kube, namespace, kube.find_pod(namespace, pod_selector(release)), **kw)
+    def discover(cls, kube: PodExec, namespace: str, label_selector: str, **kw: Any) -> PodTarget:
+        """The ready pod that ``label_selector`` picks in ``namespace``."""
+        return cls(kube, namespace, kube.find_pod(namespace, label_selector), **kw)
 
     @property
     def database(self) -> str:
@@ -429,197 +415,3 @@ class PodTarget:
         with open(archive, "rb") as fh:
             return self.run_streaming(["pg_restore", "--exit-on-error", "--no-password", f"--dbname={database}"],
                                       stdin=fh, database=database)
-
-
-def pod_target(project, env) -> PodTarget:
-    """The environment's PostgreSQL pod, through ``moorage.kube`` (imported lazily)."""
-    from . import kube
-    from .core.config import guard_context
-
-    context = kube.resolve_context(env.context)
-    guard_context(project, env, context)
-    return PodTarget.discover(KubePods(kube.client(context)), env.namespace, project.release)
-
-
-def target_for(project, env, database_url: str | None) -> Target:
-    """A LocalTarget when a URL is given (flag or DATABASE_URL), else the env's pod."""
-    url = database_url_from(database_url)
-    if url is not None:
-        return LocalTarget(url)
-    return pod_target(project, env)
-
-
-def database_info(target: Target) -> dict[str, Any]:
-    """Server version and Alembic revision(s) of the target's database, in two short queries."""
-    out = sql(target, "SELECT current_setting('server_version'), "
-                      "to_regclass('public.alembic_version') IS NOT NULL", what="reading the server version")
-    version, has_alembic = (out.strip().split("|") + ["f"])[:2]
-    heads: list[str] = []
-    if has_alembic == "t":
-        heads = sorted(sql(target, "SELECT version_num FROM alembic_version",
-                           what="reading alembic_version").split())
-    return {"server_version": version, "alembic_heads": heads}
-
-
-def database_exists(target: Target, name: str) -> bool:
-    out = sql(target, f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(name)}", database=MAINTENANCE_DB)
-    return out.strip() == "1"
-
-
-# --------------------------------------------------------------------------- migrations
-
-
-@dataclass(frozen=True)
-class Revision:
-    revision: str
-    down: tuple[str, ...]
-    message: str
-
-
-@dataclass(frozen=True)
-class MigrationStatus:
-    current: tuple[str, ...]
-    heads: tuple[str, ...]
-    pending: tuple[Revision, ...]  # oldest first
-
-    @property
-    def up_to_date(self) -> bool:
-        return not self.pending and set(self.current) == set(self.heads)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"current": list(self.current), "heads": list(self.heads), "up_to_date": self.up_to_date,
-                "pending": [{"revision": r.revision, "message": r.message} for r in self.pending]}
-
-
-def _script_directory(ini: Path):
-    try:
-        from alembic.config import Config
-        from alembic.script import ScriptDirectory
-    except ImportError:
-        raise ToolMissing("Alembic is not installed in this Python environment",
-                          "pip install alembic (it reads the migration scripts)") from None
-    if not ini.is_file():
-        raise UserError(f"Alembic configuration {ini} does not exist",
-                        "pass --alembic-ini or set db.alembic_ini in invoke.yaml")
-    cfg = Config(str(ini))
-    location = cfg.get_main_option("script_location")
-    if not location:
-        raise UserError(f"{ini} has no script_location", f"add script_location to [alembic] in {ini}")
-    if ":" not in location and not os.path.isabs(location):
-        # Alembic resolves it against the cwd; we resolve it against the ini's folder.
-        cfg.set_main_option("script_location", str(ini.parent / location))
-    return ScriptDirectory.from_config(cfg)
-
-
-def revisions(ini: Path) -> list[Revision]:
-    """Every revision, newest first."""
-    script = _script_directory(ini)
-    return [Revision(r.revision, tuple(r._normalized_down_revisions), (r.doc or "").strip())
-            for r in script.walk_revisions()]
-
-
-def migration_status(ini: Path, current: Sequence[str]) -> MigrationStatus:
-    """Pending revisions between the database's ``current`` and the scripts' heads."""
-    script = _script_directory(ini)
-    heads = tuple(script.get_heads())
-    known = {r.revision for r in script.walk_revisions()}
-    unknown = [c for c in current if c not in known]
-    if unknown:
-        raise UserError(f"the database is at revision {unknown[0]}, which the scripts next to {ini} do not have",
-                        "deploy the code that matches the database, or check --alembic-ini")
-    pending = []
-    for rev in script.iterate_revisions("heads", tuple(current) or "base"):
-        if rev.revision not in current:
-            pending.append(Revision(rev.revision, tuple(rev._normalized_down_revisions), (rev.doc or "").strip()))
-    return MigrationStatus(tuple(sorted(current)), heads, tuple(reversed(pending)))
-
-
-def alembic_argv(ini: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "alembic", "-c", str(ini), *args]
-
-
-def alembic_command(ini: Path, url: DatabaseUrl, *args: str, on_line: Callable[[str], None],
-                    timeout: float | None = None) -> None:
-    """Run Alembic (``upgrade head``...) against a direct connection, streaming its output.
-
-    The URL goes to the app's env.py in ``DATABASE_URL`` (the child's
-    environment only); every echoed line is redacted.
-    """
-    if not ini.is_file():
-        raise UserError(f"Alembic configuration {ini} does not exist",
-                        "pass --alembic-ini or set db.alembic_ini in invoke.yaml")
-    argv = alembic_argv(ini, *args)
-    log.debug("run: %s", proc.render(argv, url.secrets))
-    env = {**os.environ, "DATABASE_URL": url.raw or url.masked}
-    child = subprocess.Popen(argv, cwd=str(ini.parent), env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, bufsize=1, preexec_fn=_pdeathsig)
-    lines: list[str] = []
-    try:
-        for line in child.stdout:
-            line = proc.redact(line.rstrip("\n"), url.secrets)
-            lines.append(line)
-            on_line(line)
-        code = child.wait(timeout)
-    except BaseException:
-        child.kill()
-        child.wait()
-        raise
-    if code != 0:
-        raise CommandFailed(f"alembic {' '.join(args)} failed (exit {code}) on {url.masked}: "
-                            f"{proc.tail_lines(chr(10).join(lines), 6)}",
-                            "read the migration's error above; the database keeps the last revision that succeeded",
-                            returncode=code)
-
-
-MIGRATION_CONTAINER = "migrate"
-
-
-def migration_job(deployment: Mapping[str, Any], command: Sequence[str], *, name: str,
-                  container: str | None = None, active_deadline: int = 900,
-                  ttl_after_finished: int = 3600) -> dict[str, Any]:
-    """The Job that runs ``command`` (``alembic upgrade head``) with the backend's image, config and secrets.
-
-    Built from the live backend Deployment (a real API object) so the Job gets
-    exactly the image, env, envFrom, volumes, service account and security
-    context the release runs with, without Moorage knowing the chart's
-    layout. No retries (``backoffLimit: 0``): a failed migration is reported
-    with its logs, not repeated.
-    """
-    meta = deployment.get("metadata", {})
-    spec = deployment["spec"]["template"]["spec"]
-    containers = spec.get("containers") or []
-    chosen = next((c for c in containers if c.get("name") == container), None) if container else None
-    if chosen is None:
-        if container or not containers:
-            raise UserError(f"deployment {meta.get('name')} has no container {container or ''}".rstrip(),
-                            "set the backend container name")
-        chosen = containers[0]
-    job_container = {k: v for k, v in chosen.items()
-                     if k in ("image", "imagePullPolicy", "env", "envFrom", "volumeMounts", "securityContext",
-                              "resources", "workingDir")}
-    job_container.update({"name": MIGRATION_CONTAINER, "command": list(command)})
-    pod_spec = {k: v for k, v in spec.items()
-                if k in ("serviceAccountName", "securityContext", "imagePullSecrets", "volumes", "nodeSelector",
-                         "tolerations", "affinity")}
-    pod_spec.update({"restartPolicy": "Never", "containers": [job_container]})
-    labels = {k: v for k, v in (meta.get("labels") or {}).items()
-              if k in ("app.kubernetes.io/instance", "app.kubernetes.io/name", "app.kubernetes.io/part-of",
-                       "app.kubernetes.io/managed-by")}
-    labels["app.kubernetes.io/component"] = "migration"
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name, "namespace": meta.get("namespace"), "labels": labels},
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": active_deadline,
-            "ttlSecondsAfterFinished": ttl_after_finished,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-        },
-    }
-
-
-def migration_job_name(release: str, stamp: str) -> str:
-    """``<release>-migrate-<stamp>``, cut to a valid 63-character name."""
-    stamp = re.sub(r"[^a-z0-9]", "", stamp.lower())
-    return f"{release[: 63 - len(stamp) - 9]}-migrate-{stamp}"

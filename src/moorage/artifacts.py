@@ -1,0 +1,200 @@
+"""An environment's images end to end: observe them, build the planned ones, deliver them to the cluster.
+
+Orchestration shared by ``deploy`` and the ``images.*`` tasks: it joins the
+cluster (kind, build engine, delivery) with the images (tags, builds) through
+one Docker engine client. :func:`observe` only reads; :func:`build_images`,
+:func:`deliver_images` and :func:`pull_missing_bases` act.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .cluster import (
+    ClusterTarget,
+    DeliveryStep,
+    Engine,
+    build_engine,
+    cluster_for,
+    cluster_images,
+    current_context,
+    deliver,
+    delivery_plan,
+)
+from .core.config import Environment, Project
+from .core.errors import UserError
+from .core.report import Reporter
+from .engine import connect, inspect_refs, resolver
+from .images import (
+    BuildContext,
+    ImageRow,
+    ImageState,
+    PlannedBuild,
+    build_image,
+    ca_bundle_from_env,
+    image_states,
+    list_rows,
+    missing_bases,
+    plan_builds,
+    select_images,
+)
+
+LOG_DIR = ".moorage/logs"
+
+
+@dataclass
+class Workspace:
+    """An environment's cluster, the engine its images are built in, and their current tags."""
+
+    cluster: ClusterTarget
+    engine: Engine
+    client: Any
+    states: list[ImageState]
+    contexts: dict[str, BuildContext]
+    present: set[str]  # refs of ``states`` present in the build engine
+
+    @property
+    def refs(self) -> list[str]:
+        return [s.ref for s in self.states]
+
+    def plan(self, *, force: bool = False) -> list[PlannedBuild]:
+        """Which images to build: those whose tag is not in the engine (all with ``force``)."""
+        return plan_builds(self.states, self.present, force=force)
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """What became of one planned image: built (with its ID and seconds) or skipped."""
+
+    name: str
+    ref: str
+    action: str  # "build" or "skip"
+    reason: str
+    image_id: str | None = None
+    seconds: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"name": self.name, "ref": self.ref, "action": self.action, "reason": self.reason}
+        if self.action == "build":
+            row.update(image_id=self.image_id, seconds=self.seconds)
+        return row
+
+
+def elapsed(start: float) -> float:
+    return round(time.monotonic() - start, 2)
+
+
+def observe(project: Project, env: Environment, *, only: str | Iterable[str] | None = None,
+            context: str | None = None, run=None) -> Workspace:
+    """Detect the cluster, connect to the engine to build in, and compute every tag (read-only)."""
+    cluster = cluster_for(context if context is not None else current_context(env), env.cluster)
+    engine = build_engine(cluster, run=run)
+    client = connect(engine.docker_env)
+    contexts: dict[str, BuildContext] = {}
+    states = image_states(project, env, images=select_images(project, only), resolve_base=resolver(client),
+                          contexts=contexts)
+    present = {ref for ref, info in inspect_refs(client, [s.ref for s in states]).items() if info}
+    return Workspace(cluster, engine, client, states, contexts, present)
+
+
+def image_rows(ws: Workspace) -> list[ImageRow]:
+    """Each image's tag with what the build engine holds for it (``images.list``)."""
+    return list_rows(ws.states, inspect_refs(ws.client, ws.refs))
+
+
+def pull_missing_bases(ws: Workspace, project: Project, env: Environment, plan: Sequence[PlannedBuild],
+                       *, reporter: Reporter) -> list[ImageState]:
+    """Pull the base images a planned build lacks, then recompute tags (a base's ID is part of the tag)."""
+    from docker.errors import APIError
+
+    wanted = missing_bases(ws.states, plan)
+    if not wanted:
+        return ws.states
+    for name, ref in wanted:
+        with reporter.progress(f"pull base image {ref} for {name}"):
+            try:
+                ws.client.api.pull(ref)
+            except APIError as exc:
+                raise UserError(
+                    f"base image '{ref}' of image '{name}' is not in the Docker engine at {ws.engine.host} "
+                    f"and cannot be pulled: {exc.explanation or exc}",
+                    "load it into that engine (scripts/base-images.sh, docker load) or point the build arg "
+                    "at a local image (e.g. MOORAGE_PYTHON_IMAGE)",
+                ) from None
+    names = {s.name for s in ws.states}
+    return image_states(project, env, images=[i for i in project.images if i.name in names],
+                        resolve_base=resolver(ws.client), contexts=ws.contexts)
+
+
+def build_images(ws: Workspace, project: Project, env: Environment, *, reporter: Reporter, force: bool = False,
+                 on_done: Callable[[BuildOutcome], None] | None = None) -> list[BuildOutcome]:
+    """Build the images whose tag is not in the engine (all with ``force``), missing bases pulled first.
+
+    Pulling a base changes the tags that named it, so the plan is made again
+    after a pull and ``ws.states`` updated. ``on_done`` hears of each image as
+    it is built or skipped. Logs go to ``.moorage/logs/`` of the project.
+    """
+    plan = ws.plan(force=force)
+    refreshed = pull_missing_bases(ws, project, env, plan, reporter=reporter)
+    if refreshed is not ws.states:
+        ws.states = refreshed
+        plan = ws.plan(force=force)
+    states = {s.name: s for s in ws.states}
+    ca_bundle = ca_bundle_from_env()
+    done = []
+    for p in plan:
+        if p.action == "skip":
+            outcome = BuildOutcome(p.name, p.ref, p.action, p.reason)
+        else:
+            start = time.monotonic()
+            image_id = build_image(ws.client, states[p.name], ws.contexts[p.name], reporter=reporter,
+                                   ca_bundle=ca_bundle, log_dir=project.root / LOG_DIR)
+            outcome = BuildOutcome(p.name, p.ref, p.action, p.reason, image_id, elapsed(start))
+        done.append(outcome)
+        if on_done is not None:
+            on_done(outcome)
+    return done
+
+
+def require_built(ws: Workspace) -> None:
+    """UserError unless every image is built in the engine (delivery sends what is there)."""
+    missing = [s for s in ws.states if s.ref not in ws.present]
+    if missing:
+        s = missing[0]
+        raise UserError(f"image '{s.name}' ({s.ref}) is not built in the Docker engine at {ws.engine.host}",
+                        "build it first: inv images.build" + (f" --only {s.name}" if len(missing) == 1 else ""))
+
+
+def require_registry(env: Environment, why: str) -> None:
+    """UserError unless the environment names a registry; ``why`` says what needs one."""
+    if not env.registry:
+        raise UserError(f"environment '{env.name}' {why} but has no registry",
+                        f"set moorage.environments.{env.name}.registry in invoke.yaml, "
+                        "or its cluster: (minikube, kind, k3d, docker-desktop)")
+
+
+def in_cluster(ws: Workspace) -> set[str] | None:
+    """References the cluster already has; None when it cannot be told or when it reads the build engine."""
+    if ws.engine.cluster_reads_it:
+        return None
+    return cluster_images(ws.cluster, ws.refs, client=ws.client)
+
+
+def delivery_steps(ws: Workspace, present: Iterable[str] | None, refs: Sequence[str] | None = None) -> list[DeliveryStep]:
+    """The steps that make ``refs`` (default: every image) readable by the cluster, given what it has."""
+    return delivery_plan(ws.cluster, ws.refs if refs is None else refs, present,
+                         engine_shared=ws.engine.cluster_reads_it)
+
+
+def registry_steps(ws: Workspace, registry: str) -> list[DeliveryStep]:
+    """The pushes that put every image in ``registry``, skipping the tags it already has."""
+    target = ClusterTarget("remote", registry, ws.cluster.context)
+    return delivery_plan(target, ws.refs, cluster_images(target, ws.refs, client=ws.client))
+
+
+def deliver_images(ws: Workspace, steps: Sequence[DeliveryStep], *, reporter: Reporter) -> None:
+    """Execute delivery (or push) steps from the workspace's engine."""
+    deliver(steps, client=ws.client, reporter=reporter)

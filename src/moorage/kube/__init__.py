@@ -1,0 +1,64 @@
+"""The Kubernetes foundation: everything above it talks to the cluster through this package.
+
+* :mod:`.client`: kubeconfig and contexts, the ``ApiClient`` of a context
+  (:func:`client`), the reachability check, client errors turned into the
+  project's errors, the retry policy.
+* :mod:`.pods`: :func:`pod_ready`, THE rule for a ready pod; listing pods.
+* :mod:`.logs`: a container's log, :func:`follow_log` (THE log follower),
+  the logs of a selector's pods.
+* :mod:`.portforward`: a Service's port served on ``127.0.0.1``.
+* :mod:`.exec`: a command run in a container with binary stdin/stdout streams.
+* :mod:`.websocket`: opening the exec and port-forward WebSockets (shared by the two above).
+
+The ``kubernetes`` package is imported inside functions: importing this
+package costs nothing (``inv --list`` stays instant).
+"""
+
+from .api import (
+    api_error,
+    client,
+    connection_reason,
+    contexts,
+    current_context,
+    is_connection_error,
+    is_retryable,
+    iter_lines,
+    kubeconfig_path,
+    ping,
+    read_json,
+    resolve_context,
+    retrying,
+    unreachable,
+)
+from .exec import ExecResult, exec_stream
+from .logs import follow_log, pod_log, stream_logs
+from .pods import list_pods, pod_ready
+from .portforward import pod_port_forward, port_forward, resolve_service_target, service_port
+
+__all__ = [
+    "ExecResult",
+    "api_error",
+    "client",
+    "connection_reason",
+    "contexts",
+    "current_context",
+    "exec_stream",
+    "follow_log",
+    "is_connection_error",
+    "is_retryable",
+    "iter_lines",
+    "kubeconfig_path",
+    "list_pods",
+    "ping",
+    "pod_log",
+    "pod_port_forward",
+    "pod_ready",
+    "port_forward",
+    "read_json",
+    "resolve_context",
+    "resolve_service_target",
+    "retrying",
+    "service_port",
+    "stream_logs",
+    "unreachable",
+]

@@ -1,0 +1,195 @@
+"""Alembic migrations: the scripts' revisions, how far a database is behind, running Alembic, the migration Job.
+
+- :func:`revisions` and :func:`migration_status` read the migration scripts
+  locally with Alembic's own API and compare the database's
+  ``alembic_version`` with the scripts' heads.
+- :func:`alembic_command` runs Alembic against a direct connection
+  (``db.migrate --local``), its output streamed line by line and redacted.
+- :func:`migration_job` builds the in-cluster Job manifest from the release's
+  backend Deployment; ``moorage.database`` creates and watches it.
+
+Capability floor: imports ``moorage.pg`` and ``moorage.core`` only. Alembic is
+imported lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .core import proc
+from .core.errors import CommandFailed, ToolMissing, UserError
+from .pg import DatabaseUrl, pdeathsig
+
+log = logging.getLogger("moorage.migrations")
+
+#: The name of the migration Job's only container (its log is followed by name).
+MIGRATION_CONTAINER = "migrate"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One Alembic revision script."""
+
+    revision: str
+    down: tuple[str, ...]
+    message: str
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    current: tuple[str, ...]
+    heads: tuple[str, ...]
+    pending: tuple[Migration, ...]  # oldest first
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.pending and set(self.current) == set(self.heads)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"current": list(self.current), "heads": list(self.heads), "up_to_date": self.up_to_date,
+                "pending": [{"revision": r.revision, "message": r.message} for r in self.pending]}
+
+
+def _missing_ini(ini: Path) -> UserError:
+    return UserError(f"Alembic configuration {ini} does not exist",
+                     "pass --alembic-ini or set db.alembic_ini in invoke.yaml")
+
+
+def script_directory(ini: Path):
+    """Alembic's ScriptDirectory for ``ini``, its ``script_location`` taken relative to the ini's folder."""
+    try:
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+    except ImportError:
+        raise ToolMissing("Alembic is not installed in this Python environment",
+                          "pip install alembic (it reads the migration scripts)") from None
+    if not ini.is_file():
+        raise _missing_ini(ini)
+    cfg = Config(str(ini))
+    location = cfg.get_main_option("script_location")
+    if not location:
+        raise UserError(f"{ini} has no script_location", f"add script_location to [alembic] in {ini}")
+    if ":" not in location and not os.path.isabs(location):
+        # Alembic resolves it against the cwd; we resolve it against the ini's folder.
+        cfg.set_main_option("script_location", str(ini.parent / location))
+    return ScriptDirectory.from_config(cfg)
+
+
+def _migration(script) -> Migration:
+    return Migration(script.revision, tuple(script._normalized_down_revisions), (script.doc or "").strip())
+
+
+def revisions(ini: Path) -> list[Migration]:
+    """Every revision, newest first."""
+    return [_migration(r) for r in script_directory(ini).walk_revisions()]
+
+
+def migration_status(ini: Path, current: Sequence[str]) -> MigrationStatus:
+    """Pending revisions between the database's ``current`` and the scripts' heads."""
+    script = script_directory(ini)
+    heads = tuple(script.get_heads())
+    known = {r.revision for r in script.walk_revisions()}
+    unknown = [c for c in current if c not in known]
+    if unknown:
+        raise UserError(f"the database is at revision {unknown[0]}, which the scripts next to {ini} do not have",
+                        "deploy the code that matches the database, or check --alembic-ini")
+    pending = [_migration(rev) for rev in script.iterate_revisions("heads", tuple(current) or "base")
+               if rev.revision not in current]
+    return MigrationStatus(tuple(sorted(current)), heads, tuple(reversed(pending)))
+
+
+def alembic_argv(ini: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "alembic", "-c", str(ini), *args]
+
+
+def alembic_command(ini: Path, url: DatabaseUrl, *args: str, on_line: Callable[[str], None],
+                    timeout: float | None = None) -> None:
+    """Run Alembic (``upgrade head``...) against a direct connection, streaming its output.
+
+    The URL goes to the app's env.py in ``DATABASE_URL`` (the child's
+    environment only); every echoed line is redacted. The child is started
+    here, not through ``core.proc.run``: its lines are shown as they come,
+    while proc hands back a finished child's output.
+    """
+    if not ini.is_file():
+        raise _missing_ini(ini)
+    argv = alembic_argv(ini, *args)
+    log.debug("run: %s", proc.render(argv, url.secrets))
+    env = {**os.environ, "DATABASE_URL": url.raw or url.masked}
+    child = subprocess.Popen(argv, cwd=str(ini.parent), env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, bufsize=1, preexec_fn=pdeathsig)
+    lines: list[str] = []
+    try:
+        for line in child.stdout:
+            line = proc.redact(line.rstrip("\n"), url.secrets)
+            lines.append(line)
+            on_line(line)
+        code = child.wait(timeout)
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    if code != 0:
+        raise CommandFailed(f"alembic {' '.join(args)} failed (exit {code}) on {url.masked}: "
+                            f"{proc.tail_lines(chr(10).join(lines), 6)}",
+                            "read the migration's error above; the database keeps the last revision that succeeded",
+                            returncode=code)
+
+
+def migration_job(deployment: Mapping[str, Any], command: Sequence[str], *, name: str,
+                  container: str | None = None, active_deadline: int = 900,
+                  ttl_after_finished: int = 3600) -> dict[str, Any]:
+    """The Job that runs ``command`` (``alembic upgrade head``) with the backend's image, config and secrets.
+
+    Built from the live backend Deployment (a real API object) so the Job gets
+    exactly the image, env, envFrom, volumes, service account and security
+    context the release runs with, without Moorage knowing the chart's
+    layout. No retries (``backoffLimit: 0``): a failed migration is reported
+    with its logs, not repeated.
+    """
+    meta = deployment.get("metadata", {})
+    spec = deployment["spec"]["template"]["spec"]
+    containers = spec.get("containers") or []
+    chosen = next((c for c in containers if c.get("name") == container), None) if container else None
+    if chosen is None:
+        if container or not containers:
+            raise UserError(f"deployment {meta.get('name')} has no container {container or ''}".rstrip(),
+                            "set the backend container name")
+        chosen = containers[0]
+    job_container = {k: v for k, v in chosen.items()
+                     if k in ("image", "imagePullPolicy", "env", "envFrom", "volumeMounts", "securityContext",
+                              "resources", "workingDir")}
+    job_container.update({"name": MIGRATION_CONTAINER, "command": list(command)})
+    pod_spec = {k: v for k, v in spec.items()
+                if k in ("serviceAccountName", "securityContext", "imagePullSecrets", "volumes", "nodeSelector",
+                         "tolerations", "affinity")}
+    pod_spec.update({"restartPolicy": "Never", "containers": [job_container]})
+    labels = {k: v for k, v in (meta.get("labels") or {}).items()
+              if k in ("app.kubernetes.io/instance", "app.kubernetes.io/name", "app.kubernetes.io/part-of",
+                       "app.kubernetes.io/managed-by")}
+    labels["app.kubernetes.io/component"] = "migration"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": meta.get("namespace"), "labels": labels},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": active_deadline,
+            "ttlSecondsAfterFinished": ttl_after_finished,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def migration_job_name(release: str, stamp: str) -> str:
+    """``<release>-migrate-<stamp>``, cut to a valid 63-character name."""
+    stamp = re.sub(r"[^a-z0-9]", "", stamp.lower())
+    return f"{release[: 63 - len(stamp) - 9]}-migrate-{stamp}"

@@ -1,0 +1,87 @@
+"""Showing a wait: the :class:`LiveView` of resources and states, and :func:`wait_with_view`, the usual
+sequence (wait in the live view; on failure explain on screen and write the diagnostics bundle)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import OperationFailed
+from ..core.report import Reporter
+from .diagnostics import collect_diagnostics, explain_failure
+from .rules import Resource, ResourceState, State
+from .wait import Result, wait_for
+
+
+class LiveView:
+    """A table of resources and states (rich Live on a terminal), else one plain line per change.
+
+    Use as ``with LiveView(reporter) as view: wait_for(..., on_change=view)``.
+    """
+
+    def __init__(self, reporter: Reporter, title: str = "Waiting for the release to be ready"):
+        self.reporter = reporter
+        self.title = title
+        self.states: dict[Resource, ResourceState] = {}
+        self._live = None
+        self._start = time.monotonic()
+
+    def __enter__(self) -> LiveView:
+        if self.reporter.tty:
+            from rich.live import Live
+
+            self._live = Live(self._table(), console=self.reporter.console, refresh_per_second=8, transient=False)
+            self._live.__enter__()
+        else:
+            self.reporter.step(self.title)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._live is not None:
+            self._live.update(self._table())
+            self._live.__exit__(*exc_info)
+            self._live = None
+
+    def __call__(self, state: ResourceState) -> None:
+        previous = self.states.get(state.resource)
+        self.states[state.resource] = state
+        if self._live is not None:
+            self._live.update(self._table())
+        elif previous is None or (previous.state, previous.message) != (state.state, state.message):
+            self.reporter.line(f"{state.line()}  [{time.monotonic() - self._start:.1f}s]")
+
+    def _table(self):
+        from rich.table import Table
+
+        styles = {State.READY: "green", State.FAILED: "bold red", State.PROGRESSING: "yellow", State.PENDING: "dim"}
+        table = Table("resource", "namespace", "state", "message", title=self.title)
+        for st in self.states.values():
+            table.add_row(str(st.resource), st.resource.namespace, f"[{styles[st.state]}]{st.state}[/]", st.message)
+        return table
+
+
+def wait_with_view(api, resources: Iterable[Resource], timeout: float, reporter: Reporter, *,
+                   label_selector: str | None = None, diagnostics_dir: str | Path | None = None,
+                   namespace: str | None = None,
+                   extra: dict[str, str] | Callable[[], dict[str, str]] | None = None) -> Result:
+    """The usual sequence: live view while waiting; on failure explain on screen and write the bundle.
+
+    Returns the result; raises :class:`OperationFailed` (exit 1) if not ready,
+    with the bundle's path in the hint when one was written.
+    """
+    resources = list(resources)
+    with LiveView(reporter) as view:
+        result = wait_for(api, resources, timeout, on_change=view, label_selector=label_selector)
+    if result.ok:
+        reporter.ok(f"{len(resources)} resources ready in {result.elapsed:.1f}s")
+        return result
+    explain_failure(api, result, reporter)
+    hint = "see the events and logs above"
+    if diagnostics_dir is not None:
+        ns = namespace or (result.failed.namespace if result.failed else resources[0].namespace)
+        path = collect_diagnostics(api, ns, label_selector, diagnostics_dir, extra() if callable(extra) else extra)
+        reporter.line(f"diagnostics written to {path}")
+        hint = f"see the events and logs above and the diagnostics in {path}"
+    raise OperationFailed(f"release not ready: {result.reason}", hint=hint)
