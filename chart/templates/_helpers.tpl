@@ -3,12 +3,28 @@ Helpers of the moorage chart. Every helper is prefixed "moorage.".
 Component-scoped helpers take a dict: (dict "ctx" $ "component" "backend").
 */}}
 
-{{/* moorage.fullname is the name prefix of every resource: the release name. */}}
-{{- define "moorage.fullname" -}}
-{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{/* moorage.name is the app.kubernetes.io/name label: the chart name, or nameOverride. */}}
+{{- define "moorage.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* moorage.componentName is "<release>-<component>". */}}
+{{/*
+moorage.fullname is the name prefix of every resource: fullnameOverride, else the
+release name, followed by nameOverride when it is set and not already part of it.
+Unlike `helm create`, the chart name is not appended: objects are "<release>-<component>".
+At most 40 characters, leaving room for the component suffix.
+*/}}
+{{- define "moorage.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else if and .Values.nameOverride (not (contains .Values.nameOverride .Release.Name)) -}}
+{{- printf "%s-%s" .Release.Name .Values.nameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* moorage.componentName is "<fullname>-<component>" ("<release>-<component>" by default). */}}
 {{- define "moorage.componentName" -}}
 {{- printf "%s-%s" (include "moorage.fullname" .ctx) .component | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
@@ -20,7 +36,7 @@ Component-scoped helpers take a dict: (dict "ctx" $ "component" "backend").
 
 {{/* moorage.selectorLabels are the immutable labels a workload selects its pods by. */}}
 {{- define "moorage.selectorLabels" -}}
-app.kubernetes.io/name: {{ .ctx.Chart.Name }}
+app.kubernetes.io/name: {{ include "moorage.name" .ctx }}
 app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
@@ -34,9 +50,18 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 app.kubernetes.io/part-of: moorage
 {{- end -}}
 
+{{/*
+moorage.podLabels are the labels of a component's pod template: the component's
+podLabels, then the recommended labels, which win (selectors keep matching).
+*/}}
+{{- define "moorage.podLabels" -}}
+{{- $labels := include "moorage.labels" . | fromYaml -}}
+{{- toYaml (merge $labels ((index .ctx.Values .component).podLabels | default dict)) -}}
+{{- end -}}
+
 {{/* moorage.instanceSelector selects every pod of the release. */}}
 {{- define "moorage.instanceSelector" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "moorage.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
@@ -50,25 +75,52 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/*
-moorage.appImage is "repository:tag" of an application image; the tag is
-required (the deploy task writes it) and may never be "latest".
+moorage.imageReference is "[registry/]repository@digest" or "[registry/]repository:tag"
+of .image: the digest wins over the tag. global.imageRegistry replaces the registry
+a repository names (a first path part with "." or ":", or "localhost", as Docker
+reads it), or is prepended to a repository that names none (Docker Hub).
+*/}}
+{{- define "moorage.imageReference" -}}
+{{- $repository := .image.repository -}}
+{{- with .ctx.Values.global.imageRegistry -}}
+{{- $parts := splitList "/" $repository -}}
+{{- $first := first $parts -}}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+{{- $repository = rest $parts | join "/" -}}
+{{- end -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository -}}
+{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository (toString .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+moorage.appImage is the reference of an application image; without a digest the
+tag is required (the deploy task writes it) and may never be "latest".
 */}}
 {{- define "moorage.appImage" -}}
 {{- $image := (index .ctx.Values .component).image -}}
-{{- $tag := required (printf "%s.image.tag is required: pass the generated image values file (the deploy task writes it), e.g. --set %s.image.tag=<content hash>" .component .component) $image.tag | toString -}}
+{{- if not $image.digest -}}
+{{- $tag := required (printf "%s.image.tag is required: pass the generated image values file (the deploy task writes it), e.g. --set %s.image.tag=<content hash>, or set %s.image.digest" .component .component .component) $image.tag | toString -}}
 {{- if eq $tag "latest" -}}
-{{- fail (printf "%s.image.tag must not be \"latest\": use an immutable tag" .component) -}}
+{{- fail (printf "%s.image.tag must not be \"latest\": use an immutable tag or a digest" .component) -}}
 {{- end -}}
-{{- printf "%s:%s" $image.repository $tag -}}
+{{- end -}}
+{{- include "moorage.imageReference" (dict "ctx" .ctx "image" $image) -}}
 {{- end -}}
 
-{{/* moorage.image is "repository:tag" of a third-party image given as .image. */}}
+{{/* moorage.image is the reference of a third-party image given as .image (values path .name). */}}
 {{- define "moorage.image" -}}
+{{- if not .image.digest -}}
 {{- $tag := .image.tag | toString -}}
 {{- if or (eq $tag "") (eq $tag "latest") -}}
-{{- fail (printf "%s.image.tag must be a fixed version, not %q" .name $tag) -}}
+{{- fail (printf "%s.image.tag must be a fixed version, not %q (or set %s.image.digest)" .name $tag .name) -}}
 {{- end -}}
-{{- printf "%s:%s" .image.repository $tag -}}
+{{- end -}}
+{{- include "moorage.imageReference" . -}}
 {{- end -}}
 
 {{/* moorage.podSecurityContext is the restricted pod security context. */}}
@@ -94,16 +146,17 @@ imagePullSecrets:
 {{/* moorage.affinity renders the component's affinity (explicit, or generated anti-affinity). */}}
 {{- define "moorage.affinity" -}}
 {{- $values := index .ctx.Values .component -}}
+{{- $antiAffinity := $values.podAntiAffinity | default "" -}}
 {{- if $values.affinity -}}
 {{- toYaml $values.affinity -}}
-{{- else if eq $values.podAntiAffinity "hard" -}}
+{{- else if eq $antiAffinity "hard" -}}
 podAntiAffinity:
   requiredDuringSchedulingIgnoredDuringExecution:
     - topologyKey: kubernetes.io/hostname
       labelSelector:
         matchLabels:
           {{- include "moorage.selectorLabels" . | nindent 10 }}
-{{- else if eq $values.podAntiAffinity "soft" -}}
+{{- else if eq $antiAffinity "soft" -}}
 podAntiAffinity:
   preferredDuringSchedulingIgnoredDuringExecution:
     - weight: 100
@@ -115,9 +168,32 @@ podAntiAffinity:
 {{- end -}}
 {{- end -}}
 
-{{/* moorage.scheduling renders affinity, nodeSelector and tolerations of a component. */}}
+{{/*
+moorage.topologySpreadConstraints are the component's constraints; one without a
+labelSelector gets the component's selector labels.
+*/}}
+{{- define "moorage.topologySpreadConstraints" -}}
+{{- $ctx := . -}}
+{{- $constraints := list -}}
+{{- range (index .ctx.Values .component).topologySpreadConstraints -}}
+{{- $constraint := deepCopy . -}}
+{{- if not (hasKey $constraint "labelSelector") -}}
+{{- $_ := set $constraint "labelSelector" (dict "matchLabels" (include "moorage.selectorLabels" $ctx | fromYaml)) -}}
+{{- end -}}
+{{- $constraints = append $constraints $constraint -}}
+{{- end -}}
+{{- with $constraints }}{{ toYaml . }}{{ end -}}
+{{- end -}}
+
+{{/*
+moorage.scheduling renders priorityClassName, affinity, nodeSelector, tolerations and
+topologySpreadConstraints of a component (each only when its values have it).
+*/}}
 {{- define "moorage.scheduling" -}}
 {{- $values := index .ctx.Values .component -}}
+{{- with $values.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
 {{- with include "moorage.affinity" . }}
 affinity:
   {{- . | nindent 2 }}
@@ -130,6 +206,35 @@ nodeSelector:
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- with include "moorage.topologySpreadConstraints" . }}
+topologySpreadConstraints:
+  {{- . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* moorage.probeTiming renders the timing fields of a probe from its values. */}}
+{{- define "moorage.probeTiming" -}}
+{{- with .initialDelaySeconds }}
+initialDelaySeconds: {{ . }}
+{{- end }}
+periodSeconds: {{ .periodSeconds }}
+timeoutSeconds: {{ .timeoutSeconds }}
+failureThreshold: {{ .failureThreshold }}
+{{- end -}}
+
+{{/* moorage.extraEnv renders a component's extraEnv entries (list items, no key). */}}
+{{- define "moorage.extraEnv" -}}
+{{- with (index .ctx.Values .component).extraEnv }}{{ toYaml . }}{{ end -}}
+{{- end -}}
+
+{{/* moorage.extraVolumeMounts renders a component's extraVolumeMounts entries. */}}
+{{- define "moorage.extraVolumeMounts" -}}
+{{- with (index .ctx.Values .component).extraVolumeMounts }}{{ toYaml . }}{{ end -}}
+{{- end -}}
+
+{{/* moorage.extraVolumes renders a component's extraVolumes entries. */}}
+{{- define "moorage.extraVolumes" -}}
+{{- with (index .ctx.Values .component).extraVolumes }}{{ toYaml . }}{{ end -}}
 {{- end -}}
 
 {{/* moorage.secretName is the chart-managed Secret of the application. */}}
@@ -231,19 +336,33 @@ DATABASE_PASSWORD
 {{- end -}}
 
 {{/*
-moorage.appSecretKey is APP_SECRET_KEY: backend.secretKey, else the key already
-stored in the release's Secret (so upgrades keep it), else a new random key.
+moorage.appSecretKey is APP_SECRET_KEY for the chart's Secret (unused with
+backend.existingSecret): backend.secretKey, else with backend.devSecretKey a key
+derived from the release namespace and name. It never depends on the cluster or
+on chance, so `helm template`, --dry-run, Argo CD and Flux render the same key
+every time and checksum/secret only changes when the key does.
 */}}
 {{- define "moorage.appSecretKey" -}}
 {{- if .Values.backend.secretKey -}}
 {{- .Values.backend.secretKey -}}
+{{- else if .Values.backend.devSecretKey -}}
+{{- printf "moorage-dev-secret-key:%s:%s" .Release.Namespace .Release.Name | sha256sum -}}
 {{- else -}}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "moorage.secretName" .) -}}
-{{- if and $existing $existing.data (hasKey $existing.data "APP_SECRET_KEY") -}}
-{{- index $existing.data "APP_SECRET_KEY" | b64dec -}}
-{{- else -}}
-{{- randAlphaNum 48 -}}
+{{- fail "backend.secretKey is required: set APP_SECRET_KEY in the secrets values file (--set backend.secretKey=...), or backend.existingSecret to a Secret holding it; dev may set backend.devSecretKey=true instead" -}}
 {{- end -}}
+{{- end -}}
+
+{{/* moorage.appSecretKeySecretName is the Secret APP_SECRET_KEY is read from. */}}
+{{- define "moorage.appSecretKeySecretName" -}}
+{{- default (include "moorage.secretName" .) .Values.backend.existingSecret -}}
+{{- end -}}
+
+{{/* moorage.appSecretKeySecretKey is the key of APP_SECRET_KEY in that Secret. */}}
+{{- define "moorage.appSecretKeySecretKey" -}}
+{{- if .Values.backend.existingSecret -}}
+{{- .Values.backend.existingSecretKey -}}
+{{- else -}}
+APP_SECRET_KEY
 {{- end -}}
 {{- end -}}
 
@@ -277,8 +396,8 @@ moorage.appEnv is the environment of every container running application code
 - name: APP_SECRET_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "moorage.secretName" . }}
-      key: APP_SECRET_KEY
+      name: {{ include "moorage.appSecretKeySecretName" . }}
+      key: {{ include "moorage.appSecretKeySecretKey" . }}
 {{- end -}}
 
 {{/* moorage.checksums are pod annotations that roll pods when config or secrets change. */}}
@@ -291,6 +410,8 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
 moorage.schemaGate is the init container that keeps backend and worker pods
 from starting until the database schema is at (or beyond) the Alembic head of
 their own image. See templates/migrations/job.yaml for the ordering design.
+It shares the pod component's extraEnv and extraVolumeMounts (e.g. a CA bundle
+for sslMode verify-full). Takes (dict "ctx" $ "component" "backend").
 */}}
 {{- define "moorage.schemaGate" -}}
 {{- if .ctx.Values.migrations.enabled }}
@@ -302,6 +423,7 @@ their own image. See templates/migrations/job.yaml for the ordering design.
     {{- include "moorage.appEnv" .ctx | trim | nindent 4 }}
     - name: WAIT_TIMEOUT_SECONDS
       value: {{ .ctx.Values.migrations.waitTimeoutSeconds | quote }}
+    {{- with include "moorage.extraEnv" . }}{{ . | nindent 4 }}{{ end }}
   resources:
     {{- toYaml .ctx.Values.migrations.resources | nindent 4 }}
   securityContext:
@@ -312,23 +434,30 @@ their own image. See templates/migrations/job.yaml for the ordering design.
       readOnly: true
     - name: tmp
       mountPath: /tmp
+    {{- with include "moorage.extraVolumeMounts" . }}{{ . | nindent 4 }}{{ end }}
 {{- end }}
 {{- end -}}
 
 {{/*
 moorage.validate fails the render with one clear message per guard rail the
-schema cannot express well. Included from NOTES.txt and the ConfigMap.
+schema cannot express well. Included from NOTES.txt and the ConfigMap. The
+production rules follow global.production, never the environment's name; the
+messages name both the environment and that switch.
 */}}
 {{- define "moorage.validate" -}}
-{{- if eq .Values.global.environment "prod" -}}
+{{- if .Values.global.production -}}
+{{- $env := printf "global.environment=%s" .Values.global.environment -}}
 {{- if .Values.postgresql.enabled -}}
-{{- fail "global.environment=prod requires postgresql.enabled=false and externalDatabase.host (production uses an external PostgreSQL)" -}}
+{{- fail (printf "%s requires postgresql.enabled=false and externalDatabase.host (global.production is true: production uses an external PostgreSQL)" $env) -}}
 {{- end -}}
 {{- if not .Values.externalDatabase.host -}}
-{{- fail "global.environment=prod requires a non-empty externalDatabase.host" -}}
+{{- fail (printf "%s requires a non-empty externalDatabase.host (global.production is true)" $env) -}}
 {{- end -}}
 {{- if not (and .Values.ingress.enabled .Values.ingress.tls) -}}
-{{- fail "global.environment=prod requires ingress.enabled=true with a non-empty ingress.tls" -}}
+{{- fail (printf "%s requires ingress.enabled=true with a non-empty ingress.tls (global.production is true)" $env) -}}
+{{- end -}}
+{{- if .Values.backend.devSecretKey -}}
+{{- fail (printf "%s requires backend.devSecretKey=false (global.production is true): set backend.secretKey or backend.existingSecret" $env) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

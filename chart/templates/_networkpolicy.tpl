@@ -16,7 +16,7 @@
 {{- else -}}
 - to:
     - ipBlock:
-        cidr: {{ .Values.externalDatabase.cidr }}
+        cidr: {{ required "externalDatabase.cidr is required with networkPolicy.enabled=true and postgresql.enabled=false: set the address range of the external database (e.g. 10.0.12.0/24) that the NetworkPolicies allow egress to" .Values.externalDatabase.cidr }}
   ports:
     - port: {{ .Values.externalDatabase.port }}
       protocol: TCP
@@ -34,7 +34,7 @@
 {{- else -}}
 - to:
     - ipBlock:
-        cidr: {{ .Values.externalRedis.cidr }}
+        cidr: {{ required "externalRedis.cidr is required with networkPolicy.enabled=true and redis.enabled=false: set the address range of the external Redis (e.g. 10.0.13.0/24) that the NetworkPolicies allow egress to" .Values.externalRedis.cidr }}
   ports:
     - port: {{ .Values.externalRedis.port }}
       protocol: TCP

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -80,3 +82,40 @@ def render(helm, generated_values):
         return cache[env]
 
     return _render
+
+
+def objects_of(result: subprocess.CompletedProcess) -> list[dict]:
+    """The objects of a successful `helm template`."""
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture
+def render_with(helm, generated_values, tmp_path):
+    """render_with(env, overrides, namespace=..., chart=...) -> the `helm template` run of an environment
+    with one more values layer (a dict) on top of the generated ones."""
+    counter = itertools.count()
+
+    def _render(env: str, overrides: dict, *, namespace: str | None = None, chart: Path = CHART):
+        extra = tmp_path / f"override-{next(counter)}.yaml"
+        extra.write_text(yaml.safe_dump(overrides))
+        return run_helm(
+            helm,
+            "template",
+            RELEASE,
+            str(chart),
+            "--namespace",
+            namespace or f"moorage-{env}",
+            *values_args(env, generated_values, extra),
+        )
+
+    return _render
+
+
+@pytest.fixture
+def chart_without_schema(tmp_path) -> Path:
+    """A copy of the chart without values.schema.json: what the templates refuse on their own."""
+    chart = tmp_path / "chart-without-schema"
+    shutil.copytree(CHART, chart)
+    (chart / "values.schema.json").unlink()
+    return chart

@@ -51,3 +51,20 @@ def test_chart_template_reports_values_the_schema_rejects(tmp_path):
     assert result.returncode == 2
     assert "the values were rejected by the chart" in result.stderr and "Traceback" not in result.stderr
     assert "fix environments/dev.yaml" in result.stderr
+
+
+def test_chart_lint_names_the_rejected_key_and_its_file(tmp_path):
+    require_tool("helm")
+    for name in ("tasks.py", "invoke.yaml"):
+        (tmp_path / name).write_text((REPO / name).read_text())
+    (tmp_path / "chart").symlink_to(REPO / "chart")
+    (tmp_path / "environments").mkdir()
+    for env in ("dev", "staging", "prod"):
+        (tmp_path / "environments" / f"{env}.yaml").write_text((REPO / "environments" / f"{env}.yaml").read_text())
+    with open(tmp_path / "environments" / "staging.yaml", "a") as handle:
+        handle.write("\nnotAKey: 1\n")
+    result = inv("chart.lint", "--env", "staging", cwd=tmp_path)
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "notAKey in environments/staging.yaml: not allowed by the chart's values schema" in line
+    assert len(line.splitlines()) == 1 and "helm lint --strict" not in line
