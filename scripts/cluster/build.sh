@@ -6,7 +6,10 @@
 #
 # Usage: scripts/cluster/build.sh [--force] [--only kube|etcd|coredns|pause] [--from DIR]
 #   --from DIR  seed the cache from binaries already built in DIR (same versions)
-# Idempotent: a component whose binaries are all in the cache is not rebuilt.
+# Idempotent: a component whose binaries are all in the cache is not rebuilt. Each component's
+# scratch module (CACHE/src) is set up again from `go mod init` unless its last `go get` finished
+# (stamp CACHE/src/go-get.done), so an interrupted or failed `go get` does not stick.
+# Go >= GO_MIN (common.sh) is needed only to build: scripts/install-go.sh installs it.
 # Builds run under `nice -n 19` (shared 2-core machines). Timings are printed.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -17,15 +20,23 @@ while [ $# -gt 0 ]; do
     --force) FORCE=1 ;;
     --only) ONLY=$2; shift ;;
     --from) FROM=$2; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) die "unknown argument $1" ;;
   esac
   shift
 done
-command -v go >/dev/null || die "go is not installed (needs Go >= 1.24)"
+GO_STAMP=go-get.done
 NICE="nice -n ${BUILD_NICE:-19}"
 TIMINGS=()
 
+need_go() {  # a Go >= GO_MIN first on PATH, or die
+  find_go || die "no Go >= $GO_MIN (on PATH, /usr/local/go, /usr/local/go-*, /usr/lib/go-*): run scripts/install-go.sh"
+  log "using $(command -v go) (go$(go_version_of "$(command -v go)"))"
+}
+new_module() {  # new_module NAME: an empty scratch module in the current directory
+  rm -f go.mod go.sum "$GO_STAMP"
+  go mod init "$1" >/dev/null 2>&1
+}
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 have_all() { local dir=$1; shift; for b in "$@"; do [ -x "$dir/$b" ] || return 1; done; }
 seed() {  # seed DIR BIN...: copy prebuilt binaries from --from
@@ -43,20 +54,24 @@ timed() {  # timed NAME CMD...
 
 build_kube() {
   local V=$K8S_VERSION M=${K8S_VERSION#1.} src=$KUBE_CACHE/src out=$KUBE_CACHE/bin
+  need_go
   mkdir -p "$src" "$out"; cd "$src"
-  if [ ! -f go.mod ]; then
-    go mod init local/kb >/dev/null 2>&1
+  if [ ! -f "$GO_STAMP" ]; then
+    new_module local/kb
     go mod edit -godebug default=go1.24
     local GM; GM=$(go mod download -json "k8s.io/kubernetes@v$V" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
     # k8s.io/kubernetes pins its staging modules at v0.0.0 (kubernetes/kubernetes#79384)
-    for m in $(awk '/=> \.\/staging/{print $1}' "$GM"); do go mod edit "-replace=$m=$m@v0.$M"; done
+    while read -r m; do go mod edit "-replace=$m=$m@v0.$M"; done < <(awk '/=> \.\/staging/{print $1}' "$GM")
+    # shellcheck disable=SC2046  # one argument per component
     go get $(for c in $KUBE_COMPONENTS; do echo "k8s.io/kubernetes/cmd/$c@v$V"; done)
+    echo "k8s.io/kubernetes@v$V" >"$GO_STAMP"
   fi
   local LD="-s -w" kv
   for kv in "gitVersion=v$V" gitMajor=1 "gitMinor=${M%%.*}" gitTreeState=clean; do
     LD="$LD -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
   done
   # one `go build` so that the components share compilation
+  # shellcheck disable=SC2046  # one argument per component
   $NICE go build -trimpath -tags=selinux,notest,grpcnotrace -ldflags "$LD" -o "$out/" \
     $(for c in $KUBE_COMPONENTS; do echo "k8s.io/kubernetes/cmd/$c"; done)
 }
@@ -64,10 +79,12 @@ build_kube() {
 # build_go_binary CACHE MODULE VERSION PACKAGE BINARY: a scratch module in CACHE/src, binary to CACHE/bin
 build_go_binary() {
   local src=$1/src out=$1/bin
+  need_go
   mkdir -p "$src" "$out"; cd "$src"
-  if [ ! -f go.mod ]; then
-    go mod init "local/$5-build" >/dev/null 2>&1
+  if [ ! -f "$GO_STAMP" ]; then
+    new_module "local/$5-build"
     go get "$2@v$3"
+    echo "$2@v$3" >"$GO_STAMP"
   fi
   $NICE go build -trimpath -ldflags "-s -w" -o "$out/$5" "$4"
 }
@@ -93,6 +110,7 @@ build_pause() {
 }
 
 T0=$SECONDS
+# shellcheck disable=SC2086  # $KUBE_COMPONENTS: one argument per component
 if want kube; then
   if [ $FORCE = 0 ] && have_all "$KUBE_CACHE/bin" $KUBE_COMPONENTS; then log "kube v$K8S_VERSION: cached in $KUBE_CACHE/bin"
   elif [ $FORCE = 0 ] && seed "$KUBE_CACHE/bin" $KUBE_COMPONENTS; then :

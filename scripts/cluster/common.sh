@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the variables are for the scripts that source this file
 # Shared settings for scripts/cluster/*.sh (sourced, not executed).
 #
 # Everything can be overridden from the environment:
@@ -26,6 +26,24 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export GOSUMDB=${GOSUMDB:-off}
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 export GOFLAGS=${GOFLAGS:--buildvcs=false}
+# The oldest Go that builds all of the above: the `go` line of k8s.io/kubernetes v1.33.4's go.mod is
+# `go 1.24.0` (etcd v3.5.21 and CoreDNS v1.12.1 say 1.23.0). Raise it with K8S_VERSION.
+GO_MIN=1.24
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+
+version_ge() { [ "$(printf '%s\n' "$1" "$2" | sort -V | head -n 1)" = "$2" ]; }   # version_ge A B: A >= B
+go_version_of() { (cd / && "$1" version 2>/dev/null) | sed -n 's/^go version go\([0-9][0-9.]*\).*/\1/p'; }
+# find_go: put a Go >= GO_MIN first on PATH: the one on PATH, /usr/local/go (the upstream layout),
+# /usr/local/go-<version> (scripts/install-go.sh), Debian's /usr/lib/go-<version>; false if none
+find_go() {
+  local g v
+  while read -r g; do
+    if [ -z "$g" ] || [ ! -x "$g" ]; then continue; fi
+    v=$(go_version_of "$g")
+    if [ -n "$v" ] && version_ge "$v" "$GO_MIN"; then PATH=$(dirname "$g"):$PATH; export PATH; return 0; fi
+  done < <(command -v go 2>/dev/null; echo /usr/local/go/bin/go
+           printf '%s\n' /usr/local/go-*/bin/go /usr/lib/go-*/bin/go | sort -rV)
+  return 1
+}

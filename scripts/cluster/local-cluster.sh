@@ -4,7 +4,8 @@
 # Usage: scripts/cluster/local-cluster.sh up|down|status|env|load IMAGE...|recycle-pvs
 #   up           start (idempotent: components already running are kept) and wait for the node Ready
 #   down         stop only the processes this script started (pid files in the state dir), clean the
-#                pod network it created, unmount kubelet mounts and remove the state dir
+#                pod network it created, undo its iptables/sysctl changes (only those: see "host
+#                network" below), unmount kubelet mounts and remove the state dir
 #   status       show each component and the node
 #   env          print `export KUBECONFIG=... MOORAGE_CLUSTER_CONTEXT=...` for eval
 #   load IMG...  deliver docker images to the node: docker save | ctr -n k8s.io images import
@@ -14,7 +15,7 @@
 # Binaries come from scripts/cluster/build.sh (cache /var/cache/moorage, keyed by version).
 # State: $MOORAGE_CLUSTER_DIR (default /var/lib/moorage-k8s): pki/, kubeconfig (context
 # moorage-local), etcd/, containerd/, kubelet/, logs/<component>.log, pids/<component>.pid.
-# Needs root. Host quirks handled here are documented in docs REAL-CLUSTER.md.
+# Needs root. The host quirks handled here are listed in scripts/cluster/README.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -81,27 +82,49 @@ wait_for() {  # wait_for DESCRIPTION SECONDS CMD...
 tail_log() { log "last lines of $D/logs/$1.log:"; tail -n "${2:-25}" "$D/logs/$1.log" >&2 || true; }
 
 # ---------------------------------------------------------------- certificates
+# leaf NAME SUBJECT EXTENDED_KEY_USAGE [SAN NODE_IP COMPONENT]: a certificate signed by the cluster CA, made
+# when missing; a server certificate whose SAN lacks NODE_IP is renewed and its running COMPONENT restarted
+leaf() {
+  local name=$1 subj=$2 eku=$3 san=${4:-} ip=${5:-} component=${6:-}
+  if [ -f "$P/$name.crt" ] && [ -f "$P/$name.key" ]; then
+    [ -z "$ip" ] && return 0
+    openssl x509 -in "$P/$name.crt" -noout -ext subjectAltName 2>/dev/null | grep -qE "IP Address:$ip(,|\$)" && return 0
+    log "the $name certificate lacks the node IP $ip: renewing it"
+    CHANGED="$CHANGED$component "
+  fi
+  # shellcheck disable=SC2054  # the commas belong to openssl's values
+  local ext=(-addext basicConstraints=critical,CA:FALSE -addext keyUsage=critical,digitalSignature,keyEncipherment
+             -addext "extendedKeyUsage=$eku")
+  [ -z "$san" ] || ext+=(-addext "subjectAltName=$san")
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$P/$name.key" -out "$P/$name.crt" -days 3650 \
+    -CA "$P/ca.crt" -CAkey "$P/ca.key" -subj "$subj" "${ext[@]}" 2>/dev/null
+  chmod 600 "$P/$name.key"
+}
 gen_pki() {
   local ip=$1
   mkdir -p "$P"; chmod 700 "$P"
-  [ -f "$P/ca.crt" ] && [ -f "$P/admin.crt" ] && [ -f "$P/sa.key" ] && [ -f "$P/apiserver.crt" ] && return 0
-  log "generating certificates in $P"
-  (
-    cd "$P"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 \
+  if [ ! -f "$P/ca.crt" ] || [ ! -f "$P/ca.key" ]; then
+    log "generating certificates in $P"
+    rm -f "$P"/*.crt "$P"/*.key   # certificates of another CA are of no use
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$P/ca.key" -out "$P/ca.crt" -days 3650 \
       -subj "/CN=moorage-local-ca" 2>/dev/null
-    local leaf="-addext basicConstraints=critical,CA:FALSE -addext keyUsage=critical,digitalSignature,keyEncipherment"
-    # shellcheck disable=SC2086
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.crt -days 3650 \
-      -CA ca.crt -CAkey ca.key -subj "/CN=kube-apiserver" $leaf -addext extendedKeyUsage=serverAuth \
-      -addext "subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:$NODE_NAME,IP:127.0.0.1,IP:$SERVICE_IP1,IP:$ip" 2>/dev/null
-    # one client identity for every component and for the tests
-    # shellcheck disable=SC2086
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout admin.key -out admin.crt -days 3650 \
-      -CA ca.crt -CAkey ca.key -subj "/O=system:masters/CN=moorage-admin" $leaf -addext extendedKeyUsage=clientAuth 2>/dev/null
-    openssl genrsa -out sa.key 2048 2>/dev/null
-    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
-  )
+  fi
+  leaf apiserver /CN=kube-apiserver serverAuth \
+    "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:$NODE_NAME,IP:127.0.0.1,IP:$SERVICE_IP1,IP:$ip" \
+    "$ip" kube-apiserver || die "cannot make the API server certificate"
+  # one client identity for the components and for the tests
+  leaf admin /O=system:masters/CN=moorage-admin clientAuth || die "cannot make the admin certificate"
+  # the kubelet's serving certificate (the API server verifies it: --kubelet-certificate-authority)
+  leaf kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" serverAuth "DNS:$NODE_NAME,IP:$ip" "$ip" kubelet \
+    || die "cannot make the kubelet certificate"
+  # the API server's client identity towards the kubelet (logs, exec, port-forward): no group, only
+  # the RBAC binding to system:kubelet-api-admin (kubelet_api_rbac)
+  leaf apiserver-kubelet-client /CN=kube-apiserver-kubelet-client clientAuth \
+    || die "cannot make the API server's kubelet client certificate"
+  if [ ! -f "$P/sa.key" ] || [ ! -f "$P/sa.pub" ]; then
+    openssl genrsa -out "$P/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$P/sa.key" -pubout -out "$P/sa.pub" 2>/dev/null
+  fi
 }
 write_kubeconfig() {
   local b64="base64 -w0"
@@ -191,16 +214,23 @@ cgroupDriver: cgroupfs
 failSwapOn: false
 failCgroupV1: false
 oomScoreAdj: 0
-address: 0.0.0.0
+# the kubelet API (exec, logs, port-forward) only on the node address, and only for callers the
+# API server vouches for: the API server's client certificate (x509, signed by the cluster CA) or a
+# bearer token (TokenReview); each request authorized by a SubjectAccessReview. No anonymous access.
+address: $ip
 port: 10250
+tlsCertFile: "$P/kubelet.crt"
+tlsPrivateKeyFile: "$P/kubelet.key"
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
 authentication:
-  anonymous: {enabled: true}
-  webhook: {enabled: false}
+  anonymous: {enabled: false}
+  webhook: {enabled: true, cacheTTL: 2m}
   x509: {clientCAFile: "$P/ca.crt"}
-authorization: {mode: AlwaysAllow}
+authorization:
+  mode: Webhook
+  webhook: {cacheAuthorizedTTL: 5m, cacheUnauthorizedTTL: 30s}
 clusterDomain: cluster.local
 $dns
 resolvConf: /etc/resolv.conf
@@ -282,6 +312,127 @@ EOF
   done
 }
 
+kubelet_api_rbac() {  # the API server's kubelet client identity may use the whole kubelet API, nothing else
+  cat <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "moorage:kube-apiserver-kubelet-client"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:kubelet-api-admin"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: kube-apiserver-kubelet-client}]
+EOF
+}
+
+# ---------------------------------------------------------------- host network
+# What `up` changes in the host's network and `down` undoes, nothing more:
+#  - FORWARD: two ACCEPT rules for the pod network (dockerd sets the policy to DROP, which blocks pod
+#    traffic over the CNI bridge), with the comment $FWD_TAG; the policy itself is left alone
+#  - net.ipv4.ip_forward=1 (set back to 0 by `down` if it was 0)
+#  - the chains of the kubelet, kube-proxy and the CNI plugins: the chains that exist before the first
+#    `up` are recorded in $D/host/; `down` runs `kube-proxy --cleanup`, then removes only the KUBE-* and
+#    CNI-* chains that were not there before (a CNI chain that another CNI network uses is kept), the
+#    rules that jump to them, and the rules carrying the comments of this cluster (FORWARD above; the
+#    CNI plugins' `name: "$CNI_NET" ...`)
+FWD_TAG=$CLUSTER_CONTEXT:pod-network
+ipt_families() {  # the iptables families usable on this host
+  local f
+  for f in iptables ip6tables; do
+    command -v "$f-save" >/dev/null && command -v "$f-restore" >/dev/null && "$f-save" -t filter >/dev/null 2>&1 && echo "$f"
+  done
+}
+host_network_up() {
+  local fam spec
+  mkdir -p "$D/host"
+  # once per cluster (the first `up`): what is there before the cluster adds anything
+  for fam in $(ipt_families); do
+    [ -f "$D/host/$fam.chains" ] && continue
+    "$fam-save" | awk '/^\*/ {t = substr($1, 2)} /^:/ {print t, substr($1, 2)}' >"$D/host/$fam.chains.tmp"
+    mv -f "$D/host/$fam.chains.tmp" "$D/host/$fam.chains"
+  done
+  [ -f "$D/host/ip_forward" ] || cat /proc/sys/net/ipv4/ip_forward >"$D/host/ip_forward"
+  sysctl -qw net.ipv4.ip_forward=1 || die "cannot enable net.ipv4.ip_forward"
+  for spec in "-i $CNI_BRIDGE -s $POD_SUBNET" "-o $CNI_BRIDGE -d $POD_SUBNET"; do
+    # shellcheck disable=SC2086  # $spec: several words
+    iptables -w -C FORWARD $spec -m comment --comment "$FWD_TAG" -j ACCEPT 2>/dev/null \
+      || iptables -w -I FORWARD 1 $spec -m comment --comment "$FWD_TAG" -j ACCEPT \
+      || die "cannot add the FORWARD rules for the pod network"
+  done
+}
+# awk over `iptables-save -t TABLE`: prints an iptables-restore --noflush script that deletes the
+# cluster's rules and chains (see above), or nothing. iptables-restore parses iptables-save's own
+# quoting, so no rule text ever goes through the shell.
+# shellcheck disable=SC2016  # an awk program
+UNDO_AWK='
+function tagged(r,  t) {  # iptables-nft-save quotes every comment, iptables-legacy-save only those with spaces
+  t = ENVIRON["UNDO_FWD_TAG"]
+  return index(r, "--comment " t " ") || index(r, "--comment \"" t "\" ") || index(r, ENVIRON["UNDO_CNI_TAG"])
+}
+function foreign(r) { return index(r, "name: \\\"") && !index(r, ENVIRON["UNDO_CNI_TAG"]) }  # another CNI network
+function target(r) { return match(r, / -[jg] [^ ]+/) ? substr(r, RSTART + 4, RLENGTH - 4) : "" }
+BEGIN { if (recorded) while ((getline line < known) > 0) { split(line, f, " "); if (f[1] == table) before[f[2]] = 1 } }
+/^:/ { chains[++nc] = substr($1, 2); next }
+/^-A / { n[$2]++; rule[$2, n[$2]] = $0 }
+END {
+  if (recorded) {
+    # chains another CNI network uses: those holding its rules, and all reached from them
+    for (i = 1; i <= nc; i++) {
+      c = chains[i]
+      for (j = 1; j <= n[c]; j++) if (foreign(rule[c, j])) { shared[c] = 1; t = target(rule[c, j]); if (t != "") reach[t] = 1 }
+    }
+    do {
+      more = 0
+      for (i = 1; i <= nc; i++) {
+        c = chains[i]
+        if (!(c in reach)) continue
+        for (j = 1; j <= n[c]; j++) { t = target(rule[c, j]); if (t != "" && !(t in reach)) { reach[t] = 1; more = 1 } }
+      }
+    } while (more)
+    for (c in reach) shared[c] = 1
+    for (c in shared) if (c ~ /^CNI-HOSTPORT-/) hostport_shared = 1   # the portmap plugin shares these three
+    # the chains to remove: KUBE-* and CNI-* chains made since the first `up`, unless shared
+    for (i = 1; i <= nc; i++) {
+      c = chains[i]
+      if (c in before) continue
+      if (c ~ /^KUBE-/ || (c ~ /^CNI-/ && !(c in shared) && !(hostport_shared && c ~ /^CNI-HOSTPORT-/))) drop[c] = 1
+    }
+  }
+  out = ""
+  for (i = 1; i <= nc; i++) {
+    c = chains[i]
+    if (c in drop) continue
+    for (j = 1; j <= n[c]; j++) {
+      r = rule[c, j]; t = target(r)
+      if (tagged(r) || (t in drop)) { sub(/^-A /, "-D ", r); out = out r "\n" }
+    }
+  }
+  for (c in drop) out = out "-F " c "\n"
+  for (c in drop) out = out "-X " c "\n"
+  if (out != "") printf "*%s\n%sCOMMIT\n", table, out
+}'
+undo_iptables() {  # undo_iptables FAMILY: remove what the cluster added (without a record: tagged rules only)
+  local fam=$1 known=$D/host/$1.chains recorded=0 table script
+  [ -f "$known" ] && recorded=1   # (an empty record is a record: the family had no chains at all)
+  for table in filter nat mangle; do
+    script=$("$fam-save" -t "$table" 2>/dev/null | UNDO_FWD_TAG=$FWD_TAG UNDO_CNI_TAG="name: \\\"$CNI_NET\\\"" \
+      awk -v table="$table" -v known="$known" -v recorded=$recorded "$UNDO_AWK") || continue
+    [ -n "$script" ] || continue
+    if printf '%s\n' "$script" | "$fam-restore" -w --noflush; then
+      log "$fam $table: removed $(grep -c '^-[DX] ' <<<"$script") rules/chains of the cluster"
+    else
+      log "WARNING: $fam-restore could not remove the cluster's $table rules; the script was:"
+      printf '%s\n' "$script" >&2
+    fi
+  done
+}
+host_network_down() {
+  local fam
+  # kube-proxy's own rules and chains (both families)
+  if [ -x "$KBIN/kube-proxy" ]; then "$KBIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
+  for fam in $(ipt_families); do undo_iptables "$fam"; done
+  if [ "$(cat "$D/host/ip_forward" 2>/dev/null)" = 0 ]; then
+    sysctl -qw net.ipv4.ip_forward=0 && log "net.ipv4.ip_forward set back to 0"
+  fi
+}
+
 # ---------------------------------------------------------------- up
 node_ready() {
   [ "$(kctl get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
@@ -298,10 +449,9 @@ cmd_up() {
   mkdir -p "$D"; echo "$ip" >"$D/node-ip"
   log "state dir $D, node $NODE_NAME ($ip), k8s v$K8S_VERSION"
 
-  # host quirks (REAL-CLUSTER.md)
+  # host quirks (scripts/cluster/README.md)
   mount --make-rshared /
-  iptables -P FORWARD ACCEPT   # dockerd sets DROP, which blocks pod traffic over the CNI bridge
-  sysctl -qw net.ipv4.ip_forward=1 2>/dev/null || true
+  host_network_up
 
   gen_pki "$ip"
   write_kubeconfig
@@ -314,17 +464,24 @@ cmd_up() {
     --quota-backend-bytes 2147483648 --snapshot-count 10000 --log-level warn
   wait_for etcd 30 curl -fsS http://127.0.0.1:2379/health || { tail_log etcd; die "etcd did not start"; }
 
-  start kube-apiserver "$KBIN/kube-apiserver" --etcd-servers http://127.0.0.1:2379 \
-    --advertise-address "$ip" --bind-address 0.0.0.0 --secure-port 6443 \
-    --tls-cert-file "$P/apiserver.crt" --tls-private-key-file "$P/apiserver.key" --client-ca-file "$P/ca.crt" \
-    --kubelet-client-certificate "$P/admin.crt" --kubelet-client-key "$P/admin.key" \
-    --service-account-key-file "$P/sa.pub" --service-account-signing-key-file "$P/sa.key" \
-    --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range "$SERVICE_CIDR" --authorization-mode Node,RBAC --allow-privileged=true \
-    --enable-priority-and-fairness=false --profiling=false -v=1
+  # towards the kubelet: its own client certificate (RBAC: system:kubelet-api-admin), the kubelet's
+  # serving certificate checked against the cluster CA, at the node IP (the hostname may be 127.0.0.1)
+  # shellcheck disable=SC2054  # --flag value pairs, no commas meant as separators
+  local api_args=(--etcd-servers http://127.0.0.1:2379
+    --advertise-address "$ip" --bind-address 0.0.0.0 --secure-port 6443
+    --tls-cert-file "$P/apiserver.crt" --tls-private-key-file "$P/apiserver.key" --client-ca-file "$P/ca.crt"
+    --kubelet-client-certificate "$P/apiserver-kubelet-client.crt" --kubelet-client-key "$P/apiserver-kubelet-client.key"
+    --kubelet-certificate-authority "$P/ca.crt" --kubelet-preferred-address-types InternalIP
+    --service-account-key-file "$P/sa.pub" --service-account-signing-key-file "$P/sa.key"
+    --service-account-issuer https://kubernetes.default.svc.cluster.local
+    --service-cluster-ip-range "$SERVICE_CIDR" --authorization-mode Node,RBAC --allow-privileged=true
+    --enable-priority-and-fairness=false --profiling=false -v=1)
+  put "$D/kube-apiserver.args" kube-apiserver <<<"${api_args[*]}"   # changed flags: restart it
+  start kube-apiserver "$KBIN/kube-apiserver" "${api_args[@]}"
   wait_for "kube-apiserver /readyz" 90 curl -fsS --cacert "$P/ca.crt" --cert "$P/admin.crt" --key "$P/admin.key" \
     https://127.0.0.1:6443/readyz || { tail_log kube-apiserver; die "kube-apiserver did not become ready"; }
   log "kube-apiserver ready after $((SECONDS - t0))s"
+  kubelet_api_rbac | kctl apply -f - >/dev/null || die "cannot grant the API server access to the kubelet API"
 
   start kube-controller-manager "$KBIN/kube-controller-manager" --kubeconfig "$KUBECONFIG_FILE" \
     --authentication-kubeconfig "$KUBECONFIG_FILE" --authorization-kubeconfig "$KUBECONFIG_FILE" \
@@ -380,7 +537,11 @@ for ns in (spec.get("linux") or {}).get("namespaces") or []:
   done | sort -u
 }
 cmd_down() {
-  [ -d "$D" ] || { log "no cluster state in $D: nothing to do"; return 0; }
+  if [ ! -d "$D" ]; then
+    log "no cluster state in $D: only rules tagged as this cluster's are removed"
+    local fam; for fam in $(ipt_families); do undo_iptables "$fam"; done
+    return 0
+  fi
   local t0=$SECONDS
   # 1. no more scheduling or replacing; let the kubelet stop pods (CNI DEL cleans their network)
   stop kube-controller-manager; stop kube-scheduler
@@ -408,23 +569,20 @@ cmd_down() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   stop kube-apiserver; stop etcd
-  # kube-proxy's iptables chains, then the kubelet's own (KUBE-FIREWALL, KUBE-KUBELET-CANARY)
-  [ -x "$KBIN/kube-proxy" ] && "$KBIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
-  cleanup_kubelet_iptables
-  # 3. network left by pods the kubelet did not tear down
+  # 3. network left by pods the kubelet did not tear down, then the iptables rules of the cluster
   local n
   for n in $netns; do
     case $n in /var/run/netns/*|/run/netns/*) umount "$n" 2>/dev/null || true; rm -f "$n" ;; esac
   done
   ip link del "$CNI_BRIDGE" 2>/dev/null || true
-  cleanup_cni_iptables
+  host_network_down
   rm -f /var/lib/cni/results/"$CNI_NET"-* 2>/dev/null || true
   # 4. mounts under the state dir (kubelet volumes, containerd overlays, netns), deepest first
   local m
   for _ in 1 2 3; do
-    for m in $(awk -v d="$D" '$5 == d || index($5, d "/") == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+    while read -r m; do
       umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-    done
+    done < <(awk -v d="$D" '$5 == d || index($5, d "/") == 1 {print $5}' /proc/self/mountinfo | sort -r)
   done
   if awk -v d="$D" 'index($5, d "/") == 1 {found=1} END {exit !found}' /proc/self/mountinfo; then
     log "WARNING: mounts remain under $D; not removing it"; return 1
@@ -434,53 +592,11 @@ cmd_down() {
   # empty pod cgroups left behind (cgroupfs driver)
   local c
   for c in /sys/fs/cgroup/*/kubepods; do
-    [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    if [ -d "$c" ]; then find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
   done
   rm -rf "$D"
   log "cluster down in $((SECONDS - t0))s; removed $D"
 }
-drop_chain() {  # drop_chain TABLE CHAIN: delete the rules jumping to CHAIN, then CHAIN itself
-  local table=$1 chain=$2 rule
-  iptables -t "$table" -S "$chain" >/dev/null 2>&1 || return 0
-  { iptables -t "$table" -S 2>/dev/null | grep -- "-j $chain\$" || true; } | while read -r rule; do
-    # shellcheck disable=SC2086
-    eval "iptables -t $table ${rule/-A /-D }" 2>/dev/null || true
-  done
-  iptables -t "$table" -F "$chain" 2>/dev/null || true
-  iptables -t "$table" -X "$chain" 2>/dev/null || true
-}
-cleanup_kubelet_iptables() {
-  # chains kube-proxy --cleanup leaves and the kubelet's own (this is the only kubelet on the host)
-  local table chain
-  for table in filter nat mangle; do
-    for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-PROXY-CANARY KUBE-IPTABLES-HINT KUBE-MARK-MASQ KUBE-MARK-DROP; do
-      drop_chain "$table" "$chain"
-    done
-  done
-}
-cleanup_cni_iptables() {
-  # Rules the bridge (ipMasq) and portmap plugins added for our network carry its name in a comment.
-  local table chains rule
-  for table in nat filter; do
-    { iptables-save -t "$table" 2>/dev/null | grep -- "-A .*$CNI_NET" || true; } | while read -r rule; do
-      # shellcheck disable=SC2086
-      eval "iptables -t $table ${rule/-A /-D }" 2>/dev/null || true
-    done
-    # now-unreferenced CNI-xxxx chains whose rules were ours
-    chains=$(iptables-save -t "$table" 2>/dev/null | awk '/^:CNI-[0-9a-f]+ /{print substr($1,2)}' || true)
-    for c in $chains; do
-      if ! iptables-save -t "$table" | grep -q -- "-j $c\b"; then
-        iptables -t "$table" -F "$c" 2>/dev/null && iptables -t "$table" -X "$c" 2>/dev/null || true
-      fi
-    done
-  done
-  # the portmap plugin's shared chains, once no container (of anyone) uses them any more
-  if [ "$(iptables -t nat -S CNI-HOSTPORT-DNAT 2>/dev/null | grep -c '^-A' || true)" = 0 ]; then
-    local chain
-    for chain in CNI-HOSTPORT-DNAT CNI-HOSTPORT-MASQ CNI-HOSTPORT-SETMARK; do drop_chain nat "$chain"; done
-  fi
-}
-
 # ---------------------------------------------------------------- status / env / load
 cmd_status() {
   local c pid rc=0
@@ -543,5 +659,5 @@ case ${1:-} in
   load) shift; cmd_load "$@" ;;
   recycle-pvs) cmd_recycle_pvs ;;
   check) cmd_check ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  *) sed -n '2,15p' "$0"; exit 2 ;;
 esac
