@@ -68,7 +68,7 @@ if ! have_image "$DEBIAN_IMAGE"; then
 fi
 
 build "$POSTGRES_IMAGE" postgres.Dockerfile postgres-entrypoint.sh
-build "$REDIS_IMAGE" redis.Dockerfile redis-server-wrapper.sh
+build "$REDIS_IMAGE" redis.Dockerfile redis-server-wrapper.sh redis-entrypoint.sh
 
 log "done; run the chart's data services from them with:"
 echo "--set postgresql.image.repository=${POSTGRES_IMAGE%:*},postgresql.image.tag=${POSTGRES_IMAGE##*:}"

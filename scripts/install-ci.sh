@@ -76,7 +76,9 @@ else
 fi
 
 "$here/install-go.sh"
+"$here/install-buildx.sh"
 "$here/install-helm.sh"
 "$here/base-images.sh"
 "$here/data-images.sh"
 "$here/cluster/build.sh"
+"$here/install-nerdctl.sh"   # the Rancher Desktop / colima containerd delivery path, tested on the local cluster

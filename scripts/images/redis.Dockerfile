@@ -3,8 +3,10 @@
 # (scripts/base-images.sh) for clusters without registry access. Built by
 # scripts/data-images.sh.
 #
-# The chart overrides the command (sh -c '... exec redis-server /tmp/redis.conf
-# --port 6379 --dir /data ...'), so this image provides sh, sed, redis-server
+# Charts either override the command (this repository's: sh -c '... exec
+# redis-server /tmp/redis.conf ...') or pass only `args:` (`--requirepass ...`),
+# which the entrypoint hands to redis-server as the official image's does. The
+# image provides sh, sed, redis-server
 # and redis-cli, runs as any uid with a read-only root filesystem, and keeps
 # the official image's one behavioural difference from upstream defaults:
 # protected mode is off (see redis-server-wrapper.sh).
@@ -25,9 +27,12 @@ RUN set -eux; \
     redis-server --version
 
 COPY redis-server-wrapper.sh /usr/local/bin/redis-server
-RUN chmod 0755 /usr/local/bin/redis-server
+COPY redis-entrypoint.sh /usr/local/bin/redis-entrypoint
+RUN chmod 0755 /usr/local/bin/redis-server /usr/local/bin/redis-entrypoint
 
 VOLUME /data
 WORKDIR /data
 EXPOSE 6379
+# As in the official image: arguments that start with '-' (a chart's `args:`) go to redis-server.
+ENTRYPOINT ["redis-entrypoint"]
 CMD ["redis-server"]

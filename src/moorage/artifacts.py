@@ -17,14 +17,17 @@ from .cluster import (
     ClusterTarget,
     DeliveryStep,
     Engine,
+    adopt_engine,
     build_engine,
-    cluster_for,
     cluster_images,
     current_context,
     deliver,
     delivery_plan,
+    detect_cluster,
+    docker_nodes,
+    engine_facts,
 )
-from .core.config import Environment, Project
+from .core.config import CLUSTER_KINDS, Environment, Project
 from .core.errors import UserError
 from .core.report import Reporter
 from .engine import connect, inspect_refs, resolver
@@ -35,14 +38,17 @@ from .images import (
     PlannedBuild,
     build_image,
     ca_bundle_from_env,
+    choose_builder,
     image_states,
     list_rows,
     missing_bases,
     plan_builds,
+    require_buildable,
     select_images,
 )
 
 LOG_DIR = ".moorage/logs"
+LOCAL_KINDS = [k for k in CLUSTER_KINDS if k not in ("auto", "remote")]
 
 
 @dataclass
@@ -75,11 +81,12 @@ class BuildOutcome:
     reason: str
     image_id: str | None = None
     seconds: float | None = None
+    builder: str | None = None  # "buildkit" or "legacy"
 
     def as_json(self) -> dict[str, Any]:
         row: dict[str, Any] = {"name": self.name, "ref": self.ref, "action": self.action, "reason": self.reason}
         if self.action == "build":
-            row.update(image_id=self.image_id, seconds=self.seconds)
+            row.update(image_id=self.image_id, seconds=self.seconds, builder=self.builder)
         return row
 
 
@@ -90,9 +97,12 @@ def elapsed(start: float) -> float:
 def observe(project: Project, env: Environment, *, only: str | Iterable[str] | None = None,
             context: str | None = None, run=None) -> Workspace:
     """Detect the cluster, connect to the engine to build in, and compute every tag (read-only)."""
-    cluster = cluster_for(context if context is not None else current_context(env), env.cluster)
+    cluster = detect_cluster(context if context is not None else current_context(env), env.cluster, run=run)
     engine = build_engine(cluster, run=run)
     client = connect(engine.docker_env)
+    if cluster.kind == "remote" and docker_nodes(cluster):  # a cluster no rule knows may run on this very engine
+        cluster, shared, _ = adopt_engine(cluster, engine_facts(client, engine.host))
+        engine = Engine(engine.docker_env, engine.host, shared, engine.runtime)
     contexts: dict[str, BuildContext] = {}
     states = image_states(project, env, images=select_images(project, only), resolve_base=resolver(client),
                           contexts=contexts)
@@ -138,12 +148,16 @@ def build_images(ws: Workspace, project: Project, env: Environment, *, reporter:
     it is built or skipped. Logs go to ``.moorage/logs/`` of the project.
     """
     plan = ws.plan(force=force)
+    ca_bundle = ca_bundle_from_env()
+    # BuildKit or legacy, and whether it can build these Dockerfiles: known before anything changes.
+    builder = choose_builder(ws.engine.docker_env) if any(p.action == "build" for p in plan) else None
+    if builder is not None:
+        require_buildable(builder, [(p.name, ws.contexts[p.name]) for p in plan if p.action == "build"])
     refreshed = pull_missing_bases(ws, project, env, plan, reporter=reporter)
     if refreshed is not ws.states:
         ws.states = refreshed
         plan = ws.plan(force=force)
     states = {s.name: s for s in ws.states}
-    ca_bundle = ca_bundle_from_env()
     done = []
     for p in plan:
         if p.action == "skip":
@@ -151,8 +165,9 @@ def build_images(ws: Workspace, project: Project, env: Environment, *, reporter:
         else:
             start = time.monotonic()
             image_id = build_image(ws.client, states[p.name], ws.contexts[p.name], reporter=reporter,
-                                   ca_bundle=ca_bundle, log_dir=project.root / LOG_DIR)
-            outcome = BuildOutcome(p.name, p.ref, p.action, p.reason, image_id, elapsed(start))
+                                   builder=builder, ca_bundle=ca_bundle, log_dir=project.root / LOG_DIR)
+            outcome = BuildOutcome(p.name, p.ref, p.action, p.reason, image_id, elapsed(start),
+                                   builder.kind if builder else None)
         done.append(outcome)
         if on_done is not None:
             on_done(outcome)
@@ -168,12 +183,20 @@ def require_built(ws: Workspace) -> None:
                         "build it first: inv images.build" + (f" --only {s.name}" if len(missing) == 1 else ""))
 
 
-def require_registry(env: Environment, why: str) -> None:
-    """UserError unless the environment names a registry; ``why`` says what needs one."""
+def require_registry(env: Environment, why: str, outcome: str = "") -> None:
+    """UserError unless the environment names a registry; ``why`` says what needs one, ``outcome`` what was spared."""
     if not env.registry:
-        raise UserError(f"environment '{env.name}' {why} but has no registry",
-                        f"set moorage.environments.{env.name}.registry in invoke.yaml, "
-                        "or its cluster: (minikube, kind, k3d, docker-desktop)")
+        raise UserError(f"environment '{env.name}' {why} but has no registry" + (f": {outcome}" if outcome else ""),
+                        f"set moorage.environments.{env.name}.registry in invoke.yaml (images are pushed there), "
+                        f"or, for a local cluster, its cluster: ({', '.join(LOCAL_KINDS)}); `inv doctor` says why "
+                        "the cluster was taken for a remote one")
+
+
+def require_delivery_target(ws: Workspace, env: Environment) -> None:
+    """Refuse a remote cluster without a registry before anything is built (a push would go to Docker Hub)."""
+    if ws.cluster.kind == "remote":
+        require_registry(env, f"deploys to a remote cluster (context '{ws.cluster.context or 'none'}': "
+                              f"{ws.cluster.reason or 'no local cluster recognised'})", "nothing was built or pushed")
 
 
 def in_cluster(ws: Workspace) -> set[str] | None:
@@ -189,12 +212,26 @@ def delivery_steps(ws: Workspace, present: Iterable[str] | None, refs: Sequence[
                          engine_shared=ws.engine.cluster_reads_it)
 
 
+def third_party_steps(ws: Workspace, refs: Sequence[str]) -> list[DeliveryStep]:
+    """Images the chart uses but the project does not build (postgres, redis, busybox...).
+
+    On a local cluster, those the nodes lack and the build engine has are delivered like the
+    project's own (an air-gapped laptop has them only there); a remote cluster pulls them itself.
+    """
+    if ws.engine.cluster_reads_it or ws.cluster.kind == "remote" or not refs:
+        return []
+    local = [ref for ref, info in inspect_refs(ws.client, list(refs)).items() if info]
+    if not local:
+        return []
+    return delivery_plan(ws.cluster, local, cluster_images(ws.cluster, local, client=ws.client))
+
+
 def registry_steps(ws: Workspace, registry: str) -> list[DeliveryStep]:
     """The pushes that put every image in ``registry``, skipping the tags it already has."""
     target = ClusterTarget("remote", registry, ws.cluster.context)
     return delivery_plan(target, ws.refs, cluster_images(target, ws.refs, client=ws.client))
 
 
-def deliver_images(ws: Workspace, steps: Sequence[DeliveryStep], *, reporter: Reporter) -> None:
-    """Execute delivery (or push) steps from the workspace's engine."""
-    deliver(steps, client=ws.client, reporter=reporter)
+def deliver_images(ws: Workspace, steps: Sequence[DeliveryStep], *, reporter: Reporter) -> dict[str, int]:
+    """Execute delivery (or push) steps from the workspace's engine; the bytes sent per reference, where known."""
+    return deliver(steps, client=ws.client, reporter=reporter)

@@ -1,11 +1,15 @@
 """A connected environment: its kube context (checked against the configuration), an API client,
 the release's state, and waiting for the release's workloads to be ready.
 
+A deploy into a namespace that is being deleted waits (up to :data:`NAMESPACE_DELETION_WAIT`
+seconds, on a watch) until it is gone, so that helm can create it again.
+
 Orchestration floor: every task that acts on an installed release starts here.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +19,10 @@ from . import helm, kube, readiness
 from .cluster import ensure_minikube
 from .core import proc
 from .core.config import Environment, Project, guard_context
-from .core.errors import UserError
+from .core.errors import OperationFailed, UserError
 from .core.report import Reporter
+
+NAMESPACE_DELETION_WAIT = 120.0  # seconds a deploy waits for its namespace to finish being deleted
 
 
 @dataclass
@@ -37,7 +43,10 @@ class Connected:
 
 def connect(project: Project, env: Environment, *, dry_run: bool = False, reporter: Reporter | None = None,
             allow_production: bool = False, read_release: bool = True, read_history: bool = True) -> Connected:
-    """Resolve the context, refuse unsafe ones, check the cluster answers, read the release."""
+    """Resolve the context, refuse unsafe ones, check the cluster answers, read the release.
+
+    With a ``reporter`` (a deploy), a namespace being deleted is said, and waited for unless ``dry_run``.
+    """
     if env.production and not allow_production:
         raise UserError(f"environment '{env.name}' is production: the dev.* tasks do not touch it",
                         f"deploy it from CI with: inv deploy --env {env.name}")
@@ -46,11 +55,43 @@ def connect(project: Project, env: Environment, *, dry_run: bool = False, report
     if reporter is not None:
         ensure_minikube(env, context, dry_run=dry_run, reporter=reporter)
     api = kube.client(context)
+    if reporter is not None:
+        settle_namespace(api, env.namespace, reporter, dry_run=dry_run)
     release = helm.status(project.release, env.namespace, context) if read_release else None
     # The history matters for rollbacks and for freeing a pending release; a deploy needs it only then.
     wanted = release is not None and (read_history or release.pending)
     revisions = helm.history(project.release, env.namespace, context) if wanted else []
     return Connected(project, env, context, api, release, revisions)
+
+
+def settle_namespace(api, namespace: str, reporter: Reporter, *, dry_run: bool = False,
+                     bound: float = NAMESPACE_DELETION_WAIT) -> None:
+    """If ``namespace`` is being deleted, say so and wait up to ``bound`` seconds for it to be gone.
+
+    OperationFailed if it is still there then. ``dry_run`` says it and does not wait.
+    """
+    try:
+        since = kube.namespace_deletion(api, namespace)
+    except Exception as exc:
+        raise kube.api_error(api, exc, f"reading namespace {namespace}") from exc
+    if since is None:
+        return
+    if dry_run:
+        reporter.line(f"namespace {namespace} is being deleted (since {since}): a deploy would first wait up to "
+                      f"{bound:.0f}s for it to be gone")
+        return
+    reporter.line(f"namespace {namespace} is being deleted (since {since}): waiting up to {bound:.0f}s for it to be "
+                  "gone before deploying")
+    start = time.monotonic()
+    try:
+        gone = kube.wait_namespace_deleted(api, namespace, bound)
+    except Exception as exc:
+        raise kube.api_error(api, exc, f"waiting for namespace {namespace} to be deleted") from exc
+    if not gone:
+        raise OperationFailed(f"namespace {namespace} is still being deleted after {bound:.0f}s",
+                              f"see what holds it: kubectl get namespace {namespace} -o yaml (status.conditions "
+                              "name the remaining resources and finalizers); deploy again once it is gone")
+    reporter.ok(f"namespace {namespace} is gone after {time.monotonic() - start:.0f}s; the deploy creates it again")
 
 
 def diagnostics_dir(project: Project, env: Environment) -> Path:

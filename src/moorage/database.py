@@ -4,17 +4,21 @@ cluster or directly, and the backups around them.
 - :func:`target_for` picks the target: a direct URL (``--database-url`` or
   ``DATABASE_URL``) or the environment's PostgreSQL pod (:func:`pod_target`,
   reached through :class:`KubePods`, the Kubernetes side of ``pg.PodExec``).
-- :func:`run_migration_job` runs Alembic as an in-cluster Job built from the
-  live backend Deployment (same image, config and secrets as the release),
-  streams the migration pod's log while it runs, and waits for the Job with
-  the readiness engine (Complete = done, Failed = failed, with its reason).
-  The Job has ``backoffLimit: 0`` and a TTL, so a failed migration is not
-  retried behind the user's back and old Jobs clean themselves up.
+- :func:`run_migrations_in_cluster` runs Alembic as an in-cluster Job built
+  from the live backend Deployment (``moorage.migration_job``).
 - :func:`migrate`, :func:`status`, :func:`history`, :func:`downgrade` and
   :func:`shell` are what the ``db.*`` tasks call; :func:`take_backup` and
   :func:`restore` what ``backup.create`` and ``backup.restore`` call.
 - :func:`backup_if_migrating`: the deploy's verified backup before an upgrade
   that brings migrations.
+
+Every one of them reaches the database first (one line with host, port and
+reason if it cannot, exit 2, nothing changed). Those that change it hold a
+lock per environment and database (:func:`database_lock`), so a second
+``backup.create``/``backup.restore``/``db.migrate``/``db.downgrade`` of the
+same database says who is running instead of interleaving; outside dev they
+are confirmed first (``--yes`` without a terminal), and a downgrade takes a
+verified safety backup first, on either path.
 
 Orchestration floor: it joins ``pg``, ``migrations`` and ``backup`` (which
 must not import each other sideways) with the connected environment.
@@ -22,24 +26,28 @@ must not import each other sideways) with the connected environment.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from . import backup, kube, migrations, readiness
-from .connection import Connected, connect
+from . import backup, kube, migrations
+from .backup.drill import DrillCheck, DrillResult, drill_backup
+from .backup.remote import BackupVolume, merged
+from .connection import connect
+from .core import lock
 from .core.config import DEFAULT_ALEMBIC_INI, Environment, Project
-from .core.errors import OperationFailed, Unreachable, UserError
+from .core.errors import MoorageError, Unreachable, UserError
 from .core.report import Reporter
+from .migration_job import run_migration_job
 from .migrations import Migration, MigrationStatus
-from .pg import LocalTarget, PodTarget, Target, database_info, database_url_from
+from .pg import LocalTarget, PodTarget, Target, check_connection, database_url_from
 
 #: The chart component label of the environment's PostgreSQL pod.
 POSTGRESQL_COMPONENT = "postgresql"
-LOG_POLL_SECONDS = 0.5
+#: Seconds a direct Alembic run may take (invoke config ``db.alembic_timeout``).
+ALEMBIC_TIMEOUT = 3600
 
 
 # --------------------------------------------------------------------------- targets
@@ -100,12 +108,15 @@ class DbSettings:
     alembic_ini: str | None = None
     backend_deployment: str | None = None  # default: <release>-backend
     job_command: tuple[str, ...] | None = None  # default: alembic
+    alembic_timeout: float = ALEMBIC_TIMEOUT
 
     @classmethod
     def from_config(cls, conf: Mapping[str, Any] | None) -> DbSettings:
         conf = conf or {}
         command = conf.get("job_command")
-        return cls(conf.get("alembic_ini"), conf.get("backend_deployment"), tuple(command) if command else None)
+        timeout = conf.get("alembic_timeout")
+        return cls(conf.get("alembic_ini"), conf.get("backend_deployment"), tuple(command) if command else None,
+                   float(timeout) if timeout else ALEMBIC_TIMEOUT)
 
 
 def alembic_ini_path(project: Project, *choices: str | Path | None) -> Path:
@@ -128,119 +139,91 @@ def run_migrations_in_cluster(project: Project, env: Environment, args: Sequence
         reporter.line("dry run: nothing was created")
         return None
     cluster = connect(project, env, allow_production=True, read_release=False)
-    return run_migration_job(cluster, deployment, command, reporter)
+    return run_migration_job(cluster.api, env.namespace, project.release, env.name, deployment, command, reporter,
+                             timeout=env.timeout)
 
 
-def run_migration_job(cluster: Connected, deployment_name: str, command: Sequence[str], reporter: Reporter,
-                      *, timeout: int | None = None) -> str:
-    """Create the migration Job, stream its logs, wait for it; returns the Job's name."""
-    api, project, env = cluster.api, cluster.project, cluster.env
-    deployment = _read_deployment(api, env, deployment_name)
-    name = migrations.migration_job_name(project.release, datetime.now(UTC).strftime("%Y%m%d%H%M%S"))
-    job = migrations.migration_job(deployment, list(command), name=name)
-    job["metadata"]["namespace"] = env.namespace
-    _create_job(api, env.namespace, job)
-    reporter.step(f"job {name}: {' '.join(command)}")
-    done = threading.Event()
-    lines: list[str] = []
-    follower = threading.Thread(target=_follow_job_log, args=(api, env.namespace, name, done, lines, reporter.line),
-                                name="migration logs", daemon=True)
-    follower.start()
-    try:
-        result = readiness.wait_for(api, [readiness.Resource("Job", name, env.namespace)],
-                                    timeout or env.timeout)
-    finally:
-        done.set()
-        follower.join(timeout=10)
-    if not result.ok:
-        tail = " | ".join(lines[-5:]) or "no log lines"
-        raise OperationFailed(f"migration job {name} {result.verdict}: {result.reason}; last log lines: {tail}",
-                              f"see the full log with: inv dev.logs --env {env.name} --component migration")
-    reporter.ok(f"migration job {name} completed")
-    return name
 
 
-def _read_deployment(api, env: Environment, name: str) -> dict[str, Any]:
-    from kubernetes.client import AppsV1Api
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        return kube.read_json(kube.retrying(AppsV1Api(api).read_namespaced_deployment, name, env.namespace,
-                                            _preload_content=False))
-    except ApiException as exc:
-        if exc.status == 404:
-            raise UserError(f"deployment {env.namespace}/{name} does not exist, so there is no image "
-                            "and config to migrate with",
-                            f"deploy first (inv dev.deploy --env {env.name}) or use --local with a DATABASE_URL") from None
-        raise kube.api_error(api, exc, f"reading deployment {name}") from None
+# --------------------------------------------------------------------------- guards
 
 
-def _create_job(api, namespace: str, job: dict[str, Any]) -> None:
-    from kubernetes.client import BatchV1Api
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        kube.retrying(BatchV1Api(api).create_namespaced_job, namespace, job, _preload_content=False)
-    except ApiException as exc:
-        raise kube.api_error(api, exc, f"creating job {job['metadata']['name']}") from None
+def needs_confirmation(env: Environment) -> bool:
+    """Outside dev (and in any production environment) a change to the database is confirmed first."""
+    return env.production or env.name != "dev"
 
 
-def _follow_job_log(api, namespace: str, job: str, done: threading.Event, lines: list[str],
-                    write: Callable[[str], None]) -> None:
-    """Wait for the Job's pod to start, then stream its log until it ends."""
-    pod = _started_pod(api, namespace, job, done)
-    if pod is None:
+def _confirm(env: Environment, confirm: Callable[[str], None] | None, question: str) -> None:
+    if not needs_confirmation(env):
         return
-
-    def on_line(line: str) -> None:
-        lines.append(line)
-        write(f"[{job}] {line}")
-
-    try:
-        kube.follow_log(api, namespace, pod, migrations.MIGRATION_CONTAINER, on_line=on_line)
-    except Exception as exc:  # noqa: BLE001 - the log is a convenience; the Job's verdict decides
-        write(f"[{job}] (log stream ended: {kube.connection_reason(exc)})")
+    if confirm is None:
+        raise UserError(f"refusing without confirmation: {question}", "re-run with --yes")
+    confirm(question)
 
 
-def _started_pod(api, namespace: str, job: str, done: threading.Event) -> str | None:
-    """The Job's pod once a container runs (or ran); None if the Job finished without one."""
-    while True:  # only until the pod has started; one last look after the Job has finished
-        finished = done.is_set()
-        started = [p for p in kube.list_pods(api, namespace, f"job-name={job}") if _started(p)]
-        if started:
-            return started[0]["metadata"]["name"]
-        if finished:
-            return None
-        done.wait(LOG_POLL_SECONDS)
+def lock_key(env: Environment, target: Target | None) -> str:
+    """Which database a lock covers: a URL's server and database, or the environment's in-cluster one."""
+    if isinstance(target, LocalTarget):
+        return f"{target.endpoint}/{target.database_name}"
+    return f"in-cluster/{env.namespace}"
 
 
-def _started(pod: dict) -> bool:
-    statuses = pod.get("status", {}).get("containerStatuses") or []
-    return any("running" in (s.get("state") or {}) or "terminated" in (s.get("state") or {}) for s in statuses)
+@contextlib.contextmanager
+def database_lock(project: Project, env: Environment, target: Target | None, what: str) -> Iterator[None]:
+    """One change at a time per environment and database; Busy (naming the holder and its start) otherwise."""
+    where = (f"database {target.database_name} at {target.endpoint}" if isinstance(target, LocalTarget)
+             else f"the in-cluster database of {env.namespace}")
+    with lock.hold(project.root, lock.scope_name("db", env.name, lock_key(env, target)),
+                   f"{what} of {where} ({env.name})"):
+        yield
+
+
+def _log_dir(project: Project) -> Path:
+    return project.root / ".moorage" / "logs"
+
+
+def _safety_backup(project: Project, env: Environment, target: Target, label: str,
+                   reporter: Reporter) -> backup.Backup:
+    """A backup taken before a change (read back whole at creation; its file checked again on disk)."""
+    with reporter.progress(f"backup before {label.removeprefix('pre-')}", unit="bytes") as bar:
+        taken = backup.create_backup(target, backup.backup_dir(project.backups_dir, env.name), environment=env.name,
+                                     label=label, progress=bar.update)
+    backup.verify_backup(taken, quick=True)  # the full read ran on the stream; this checks the file's sha256
+    reporter.ok(f"backup {taken.name} verified (every data block read back)")
+    return taken
 
 
 # --------------------------------------------------------------------------- db.* operations
 
 
 def migrate(project: Project, env: Environment, revision: str, reporter: Reporter, *, local: bool = False,
-            database_url: str | None = None, alembic_ini: Path | None = None,
-            settings: DbSettings = DbSettings(), dry_run: bool = False) -> None:
+            database_url: str | None = None, alembic_ini: Path | None = None, settings: DbSettings = DbSettings(),
+            dry_run: bool = False, confirm: Callable[[str], None] | None = None) -> None:
     """Upgrade to ``revision``: an in-cluster Job, or Alembic here with ``local`` or a URL."""
+    question = f"migrate the database of '{env.name}' to {revision}?"
     if not (local or database_url):
-        run_migrations_in_cluster(project, env, ["upgrade", revision], settings, reporter, dry_run=dry_run)
+        if not dry_run:
+            _confirm(env, confirm, question)
+        with contextlib.nullcontext() if dry_run else database_lock(project, env, None, "db.migrate"):
+            run_migrations_in_cluster(project, env, ["upgrade", revision], settings, reporter, dry_run=dry_run)
         return
     url = database_url_from(database_url)
     if url is None:
         raise UserError("db.migrate --local needs a database URL", "pass --database-url or set DATABASE_URL")
+    target = LocalTarget(url)
     ini = alembic_ini_path(project, alembic_ini, settings.alembic_ini)
     reporter.step(f"alembic upgrade {revision} on {url.masked}")
+    current = check_connection(target)["alembic_heads"]
     if dry_run:
-        pending = migrations.migration_status(ini, database_info(LocalTarget(url))["alembic_heads"]).pending
+        pending = migrations.migration_status(ini, current).pending
         for rev in pending:
             reporter.line(f"  would apply {rev.revision}  {rev.message}")
         reporter.line(f"dry run: {len(pending)} revision(s) pending; nothing was changed")
         return
-    migrations.alembic_command(ini, url, "upgrade", revision, on_line=reporter.line)
+    _confirm(env, confirm, question)
+    with database_lock(project, env, target, "db.migrate"):
+        migrations.alembic_command(ini, url, "upgrade", revision, on_line=reporter.line,
+                                   timeout=settings.alembic_timeout, log_dir=_log_dir(project))
     reporter.ok(f"database at {revision} ({env.name})")
 
 
@@ -248,42 +231,47 @@ def status(project: Project, env: Environment, database_url: str | None,
            alembic_ini: Path | None = None, settings: DbSettings = DbSettings()) -> tuple[Target, MigrationStatus]:
     """The target and how far its database is behind the scripts."""
     target = target_for(project, env, database_url)
-    current = database_info(target)["alembic_heads"]
+    current = check_connection(target)["alembic_heads"]
     return target, migrations.migration_status(alembic_ini_path(project, alembic_ini, settings.alembic_ini), current)
 
 
 def history(project: Project, database_url: str | None, alembic_ini: Path | None = None,
             settings: DbSettings = DbSettings()) -> tuple[list[Migration], list[str]]:
     """Every migration, newest first, and the revisions a directly reached database is at."""
-    revs = migrations.revisions(alembic_ini_path(project, alembic_ini, settings.alembic_ini))
     url = database_url_from(database_url)
-    current = database_info(LocalTarget(url))["alembic_heads"] if url is not None else []
-    return revs, current
+    current = check_connection(LocalTarget(url))["alembic_heads"] if url is not None else []
+    return migrations.revisions(alembic_ini_path(project, alembic_ini, settings.alembic_ini)), current
 
 
 def downgrade(project: Project, env: Environment, revision: str, reporter: Reporter, *,
-              confirm: Callable[[str], None], database_url: str | None = None, alembic_ini: Path | None = None,
-              settings: DbSettings = DbSettings(), dry_run: bool = False) -> None:
-    """Back up (verified), then downgrade to ``revision``; an in-cluster Job without a URL."""
+              confirm: Callable[[str], None] | None, database_url: str | None = None,
+              alembic_ini: Path | None = None, settings: DbSettings = DbSettings(), dry_run: bool = False) -> None:
+    """Back up (verified), then downgrade to ``revision``: Alembic here with a URL, else an in-cluster Job.
+
+    On the in-cluster path the backup streams out of the environment's
+    PostgreSQL pod through the exec stream; without such a pod (an external
+    database) there is no backup to take, so it refuses: pass the URL.
+    """
     if not revision:
         raise UserError("--revision is required", "pass --revision REV (an id, 'base' or -1)")
     url = database_url_from(database_url)
-    if url is None:
-        run_migrations_in_cluster(project, env, ["downgrade", revision], settings, reporter, dry_run=dry_run)
-        return
-    ini = alembic_ini_path(project, alembic_ini, settings.alembic_ini)
-    reporter.step(f"plan: verified backup of {url.masked}, then alembic downgrade {revision}")
+    where = url.masked if url is not None else f"the {env.name} PostgreSQL pod (through the exec stream)"
+    reporter.step(f"plan: verified backup of {where}, then alembic downgrade {revision}"
+                  + ("" if url is not None else " in a Job from the backend Deployment"))
     if dry_run:
         reporter.line("dry run: nothing was changed")
         return
-    if env.production or env.name != "dev":
-        confirm(f"downgrade the database of '{env.name}' to {revision}?")
-    with reporter.progress("backup before downgrade", unit="bytes") as bar:
-        taken = backup.create_backup(LocalTarget(url), backup.backup_dir(project.backups_dir, env.name),
-                                     environment=env.name, label="pre-downgrade", progress=bar.update)
-    backup.verify_backup(taken)
-    reporter.ok(f"backup {taken.name} verified")
-    migrations.alembic_command(ini, url, "downgrade", revision, on_line=reporter.line)
+    target = LocalTarget(url) if url is not None else pod_target(project, env)
+    check_connection(target)
+    _confirm(env, confirm, f"downgrade the database of '{env.name}' to {revision}?")
+    with database_lock(project, env, target, "db.downgrade"):
+        taken = _safety_backup(project, env, target, "pre-downgrade", reporter)
+        if url is not None:
+            migrations.alembic_command(alembic_ini_path(project, alembic_ini, settings.alembic_ini), url,
+                                       "downgrade", revision, on_line=reporter.line, timeout=settings.alembic_timeout,
+                                       log_dir=_log_dir(project))
+        else:
+            run_migrations_in_cluster(project, env, ["downgrade", revision], settings, reporter)
     reporter.ok(f"database downgraded to {revision}; restore with: inv backup.restore {taken.name}")
 
 
@@ -294,7 +282,9 @@ def shell(env: Environment, database_url: str | None) -> int:
         raise UserError(f"an interactive shell in the {env.name} PostgreSQL pod needs a terminal exec",
                         f"run: kubectl -n {env.namespace} exec -it <postgresql pod> -c postgresql -- psql "
                         "-U \"$POSTGRES_USER\", or pass --database-url")
-    return LocalTarget(url).shell()
+    target = LocalTarget(url)
+    check_connection(target)
+    return target.shell()
 
 
 # --------------------------------------------------------------------------- backups of the environment
@@ -304,14 +294,18 @@ def take_backup(project: Project, env: Environment, database_url: str | None, re
                 label: str | None = None, release_revision: str | None = None,
                 dry_run: bool = False) -> backup.Backup | None:
     """A checked backup of the environment's database in its backups folder (None on a dry run)."""
+    if label is not None and backup.kind_of(label) == "safety":
+        raise UserError(f"'{label}' is the label of the safety backups Moorage takes before a change",
+                        "choose another --name")
     target = target_for(project, env, database_url)
     directory = backup.backup_dir(project.backups_dir, env.name)
     reporter.step(f"backing up {target.description} ({env.name})")
     if dry_run:
         reporter.line(f"dry run: would write pg_dump -Fc of that database to {directory}/ "
-                      "(as .partial, renamed when checked)")
+                      "(as .partial, renamed when every data block has read back)")
         return None
-    with reporter.progress("pg_dump", unit="bytes") as bar:
+    check_connection(target)
+    with database_lock(project, env, target, "backup.create"), reporter.progress("pg_dump", unit="bytes") as bar:
         return backup.create_backup(target, directory, environment=env.name, label=label,
                                     release_revision=release_revision, progress=bar.update)
 
@@ -319,28 +313,113 @@ def take_backup(project: Project, env: Environment, database_url: str | None, re
 def restore(project: Project, env: Environment, name: str, database_url: str | None, *,
             confirm: Callable[[backup.RestorePlan], None], force_env: bool = False, jobs: int = 1,
             keep_old: bool = True, say: Callable[[str], None] = lambda _s: None) -> dict[str, Any]:
-    """Restore the environment's backup ``name`` (or ``latest``) into its database."""
+    """Restore the environment's backup ``name`` (or ``latest``: the newest ordinary one) into its database."""
     if jobs < 1:
         raise UserError("--jobs must be 1 or more", None)
-    found = backup.find_backup(backup.backup_dir(project.backups_dir, env.name), name)
+    found = resolve_backup(project, env, name, say=say)  # a local one, or fetched from the backup CronJob's volume
     target = target_for(project, env, database_url)
-    return backup.restore_backup(target, found, environment=env.name, backups_root=project.backups_dir,
-                                 confirm=confirm, force_env=force_env, jobs=jobs, keep_old=keep_old, say=say)
+    check_connection(target)
+    with database_lock(project, env, target, "backup.restore"):
+        return backup.restore_backup(target, found, environment=env.name, backups_root=project.backups_dir,
+                                     confirm=confirm, force_env=force_env, jobs=jobs, keep_old=keep_old, say=say)
 
 
 def backup_if_migrating(project: Project, env: Environment, alembic_ini: str | Path | None,
                         reporter: Reporter) -> str | None:
     """A verified backup when the new code has migrations the database has not applied; its path, or None."""
     target = target_for(project, env, None)
-    current = database_info(target)["alembic_heads"]
+    current = check_connection(target)["alembic_heads"]
     pending = migrations.migration_status(alembic_ini_path(project, alembic_ini), current).pending
     if not pending:
         reporter.line("no pending migrations: no backup needed")
         return None
     names = ", ".join(r.revision for r in pending)
     reporter.line(f"pending migrations ({names}): taking a verified backup first")
-    taken = backup.create_backup(target, backup.backup_dir(project.backups_dir, env.name), environment=env.name,
-                                 label="pre-upgrade")
-    backup.verify_backup(taken)
-    reporter.ok(f"backup {taken.path.name} verified")
+    with database_lock(project, env, target, "the pre-upgrade backup of a deploy"):
+        taken = _safety_backup(project, env, target, "pre-upgrade", reporter)
     return str(taken.path)
+
+
+# --------------------------------------------------------------------------- in-cluster backups and drills
+
+
+def backup_volume(project: Project, env: Environment) -> BackupVolume | None:
+    """The volume of the environment's backup CronJob when its values enable one; None (no cluster call) if not."""
+    from .core.config import load_values
+
+    if not (load_values(env).get("backup") or {}).get("enabled"):
+        return None
+    cluster = connect(project, env, allow_production=True, read_release=False)
+    return BackupVolume(cluster.api, env.namespace, f"{project.release}-backup")
+
+
+def all_backups(project: Project, env: Environment, *, local_only: bool = False,
+                warn: Callable[[str], None] = lambda _s: None) -> tuple[list[tuple[backup.Backup, str]], list[str]]:
+    """Local and in-cluster backups, each once, with its location; the volume's unfinished files."""
+    local = backup.list_backups(backup.backup_dir(project.backups_dir, env.name))
+    remote, partials = [], []
+    if not local_only:
+        try:
+            volume = backup_volume(project, env)
+            if volume is not None:
+                with volume.reader() as reader:
+                    remote, partials = reader.list()
+        except MoorageError as exc:
+            warn(f"in-cluster backups not listed: {exc.line()}")
+    return merged(local, remote), partials
+
+
+def resolve_backup(project: Project, env: Environment, ref: str, *, say: Callable[[str], None] = lambda _s: None,
+                   progress: Callable[[int], None] | None = None, remote_only: bool = False) -> backup.Backup:
+    """A local backup to work on: ``ref`` on disk, else fetched from the CronJob's volume.
+
+    ``latest`` is the newer of the newest local and the newest in-cluster
+    ordinary backup (a cluster that cannot be asked leaves the local one, with a warning).
+    """
+    directory = backup.backup_dir(project.backups_dir, env.name)
+    local, missing = None, None
+    if not remote_only:
+        try:
+            local = backup.find_backup(directory, ref)
+        except UserError as exc:
+            missing = exc
+        if local is not None and ref != "latest":
+            return local
+    try:
+        volume = backup_volume(project, env)
+    except MoorageError as exc:
+        if local is None:
+            raise
+        say(f"warning: in-cluster backups not consulted: {exc.line()}")
+        return local
+    if volume is None:
+        if remote_only:
+            raise UserError(f"environment '{env.name}' has no backup CronJob",
+                            f"set backup.enabled: true in {env.values_file.name} and deploy")
+        if local is None:
+            raise missing
+        return local
+    with volume.reader() as reader:
+        remote = reader.find(ref)
+        if remote is None or (local is not None and _not_older(local, remote)):
+            if local is None:
+                raise UserError(f"backup '{ref}' is neither in {directory} nor in {reader.volume}",
+                                "see the names with: inv backup.list")
+            return local
+        say(f"fetching {remote.name} from {reader.volume}")
+        return reader.fetch(remote, directory, progress)
+
+
+def _not_older(a: backup.Backup, b: backup.Backup) -> bool:
+    return a.created is not None and (b.created is None or a.created >= b.created)
+
+
+def drill(project: Project, env: Environment, ref: str, database_url: str | None, *,
+          checks: Sequence[DrillCheck] = (), jobs: int = 1, say: Callable[[str], None] = lambda _s: None) -> DrillResult:
+    """Restore drill of the environment's backup ``ref`` in a throwaway database beside its database."""
+    if jobs < 1:
+        raise UserError("--jobs must be 1 or more", None)
+    found = resolve_backup(project, env, ref, say=say)
+    target = target_for(project, env, database_url)
+    say(f"drill of {found.name} on {target.description}")
+    return drill_backup(target, found, checks=checks, jobs=jobs, say=say)

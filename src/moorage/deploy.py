@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from . import artifacts, database, helm, kube, plan, smoke
+from . import artifacts, database, helm, kube, migrations, pg, plan, prerequisites, smoke
 from .cluster import delivery_method, normalise_ref
 from .connection import Connected, connect, diagnostics_dir, wait_release
 from .core import lock, proc
@@ -44,6 +45,9 @@ class Options:
     # environments). The database is the environment's pod, or DATABASE_URL (external PostgreSQL).
     backup_before_migrations: bool = False
     alembic_ini: str = DEFAULT_ALEMBIC_INI
+    # Images not built nor delivered: their values keep these references (``dev.watch`` rebuilds one
+    # image while the others run what they run).
+    keep: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,6 +67,8 @@ class Summary:
     rolled_back_to: int | None = None
     diagnostics: str | None = None
     backup: str | None = None
+    shipped: dict[str, int] = field(default_factory=dict)  # bytes sent to the cluster per image, where known
+    schema: dict[str, Any] | None = None  # set when a failed upgrade moved the schema (see ``recover``)
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -109,10 +115,12 @@ class Run:
     secret_layer: dict[str, Any] = field(default_factory=dict)
     digest: str = ""
     decided: plan.DeployPlan | None = None
+    schema_before: list[str] | None = None  # the database's migration heads before the upgrade
+    third_party: list[Any] = field(default_factory=list)  # delivery steps of images the project does not build
 
 
 def deploy(project: Project, env: Environment, options: Options, reporter: Reporter,
-           on_plan: Callable[[plan.DeployPlan], None] | None = None) -> Summary:
+           on_plan: Callable[[list[str]], None] | None = None) -> Summary:
     """Deploy ``env``; returns the summary, raises the project's errors on failure.
 
     One deploy of a release at a time: a second one started meanwhile (another
@@ -124,8 +132,12 @@ def deploy(project: Project, env: Environment, options: Options, reporter: Repor
         with phase("preflight", f"preflight: environment {env.name}"):
             preflight(run)
         run.summary.plan = run.decided.lines()
+        run.summary.plan += [f"deliver  {ref} (used by the chart, missing on the nodes)"
+                             for step in run.third_party for ref in step.refs]
+        if env.prerequisites:
+            run.summary.plan[1:1] = prerequisites.plan_lines(env.prerequisites, project.root)
         if on_plan:
-            on_plan(run.decided)
+            on_plan(run.summary.plan)
         if options.dry_run:
             run.summary.status = "dry-run"
             return run.summary
@@ -144,13 +156,17 @@ def _execute(run: Run, phase: Phases) -> None:
     if decided.build:
         with phase("build", f"build: {', '.join(decided.build)}"):
             build(run)
-    if decided.deliver:
-        with phase("deliver", f"deliver: {', '.join(decided.deliver)} via {decided.delivery}"):
+    if decided.deliver or run.third_party:
+        names = [*decided.deliver, *(ref for step in run.third_party for ref in step.refs)]
+        with phase("deliver", f"deliver: {', '.join(names)} via {decided.delivery}"):
             deliver(run)
     summary.revision = run.cluster.release.revision if run.cluster.release else None
     if decided.upgrade and run.options.backup_before_migrations and run.cluster.release is not None:
         with phase("backup", "backup: before pending migrations"):
             summary.backup = database.backup_if_migrating(run.project, env, run.options.alembic_ini, run.reporter)
+    if env.prerequisites:
+        with phase("prerequisites", "prerequisites: objects the chart expects"):
+            apply_prerequisites(run)
     if decided.upgrade:
         verb = "install" if decided.first_install else "upgrade"
         with phase("helm", f"helm: {verb} {run.project.release}"):
@@ -180,7 +196,16 @@ def preflight(run: Run) -> None:
                                     allow_production=options.allow_production, read_history=False)
     helm.check_not_pending(cluster.release, cluster.revisions, cluster.context)
     deployed_digest = helm.deployed_digest(project.release, env.namespace, cluster.context) if cluster.release else ""
-    run.workspace = ws = artifacts.observe(project, env, context=cluster.context)
+    stale = helm.missing_dependencies(project.chart)
+    if stale and options.dry_run:
+        run.reporter.line(f"would run helm dependency build for: {', '.join(stale)}")
+    elif stale:
+        with run.reporter.progress(f"helm dependency build ({', '.join(stale)})"):
+            helm.build_dependencies(project.chart)
+    rebuilt = [i.name for i in project.images if i.name not in options.keep]
+    run.workspace = ws = artifacts.observe(project, env, context=cluster.context, only=rebuilt or None)
+    ws.states = [s for s in ws.states if s.name in rebuilt]
+    artifacts.require_delivery_target(ws, env)
     run.in_cluster = artifacts.in_cluster(ws) or set()
     _layers(run)
     shared = ws.engine.cluster_reads_it
@@ -192,20 +217,35 @@ def preflight(run: Run) -> None:
         environment=env.name, namespace=env.namespace, context=cluster.context, cluster=ws.cluster.kind,
         delivery="none" if shared else delivery_method(ws.cluster.kind, ws.engine.runtime), images=facts,
         release=release, digest=run.digest, force=options.force, smoke=[c.name for c in env.smoke],
-        values_files=[str(env.values_file.relative_to(project.root)), "<generated images>", "<private secrets>"],
+        values_files=[*(_relative(f, project.root) for f in env.values_files), "<generated images>",
+                      "<private secrets>"],
     )
+    if run.decided.upgrade and cluster.release is not None:
+        run.schema_before = schema_heads(run)
     if run.decided.upgrade:
         # Render first: values the chart's schema rejects stop here, before anything is built.
         with helm.layered_values(env, run.image_layer, run.secret_layer, run.digest) as files:
-            helm.call(helm.template_command(project.release, project.chart, env.namespace, files), timeout=120,
-                      secrets=list(run.secrets.values()), what="helm template", values_files=[env.values_file])
+            rendered = helm.call(helm.template_command(project.release, project.chart, env.namespace, files),
+                                 timeout=120, secrets=list(run.secrets.values()), what="helm template",
+                                 values_files=env.values_files).stdout
+        own = {normalise_ref(ref) for ref in run.summary.images.values()}
+        others = [ref for ref in helm.images_in(helm.parse_manifest(rendered)) if normalise_ref(ref) not in own]
+        run.third_party = artifacts.third_party_steps(ws, others)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def _layers(run: Run) -> None:
     """The generated values layers and the release digest, from the images' current tags."""
-    states = run.workspace.states
-    run.summary.images = {s.name: s.ref for s in states}
-    run.image_layer = helm.image_values(run.project, {s.name: (s.repository, s.tag) for s in states})
+    refs = {name: tuple(ref.rsplit(":", 1)) for name, ref in run.options.keep.items()}
+    refs.update({s.name: (s.repository, s.tag) for s in run.workspace.states})
+    run.summary.images = {i.name: ":".join(refs[i.name]) for i in run.project.images if i.name in refs}
+    run.image_layer = helm.image_values(run.project, refs, run.env_values)
     run.secret_layer = helm.secret_values(run.project, run.secrets)
     run.digest = plan.release_digest(run.project.chart, [run.env_values, run.image_layer, run.secret_layer])
 
@@ -220,8 +260,17 @@ def build(run: Run) -> None:
 def deliver(run: Run) -> None:
     names = run.decided.deliver
     steps = artifacts.delivery_steps(run.workspace, run.in_cluster, [run.summary.images[n] for n in names])
-    artifacts.deliver_images(run.workspace, steps, reporter=run.reporter)
-    run.summary.delivered = list(names)
+    run.summary.shipped = artifacts.deliver_images(run.workspace, [*steps, *run.third_party], reporter=run.reporter)
+    run.summary.delivered = [*names, *(ref for step in run.third_party for ref in step.refs)]
+
+
+def apply_prerequisites(run: Run) -> None:
+    """Manifests and ``.env`` Secrets the chart expects, applied server-side before Helm runs."""
+    prereqs = run.env.prerequisites
+    objects = [obj for _path, obj in prerequisites.manifest_objects(prereqs)]
+    objects += prerequisites.secret_objects(prereqs, run.secrets)
+    applied = kube.apply(run.cluster.api, objects, run.env.namespace, manager=prerequisites.MANAGER)
+    run.reporter.ok(f"applied {len(applied)} object(s): {', '.join(applied)}")
 
 
 def upgrade(run: Run) -> None:
@@ -232,7 +281,7 @@ def upgrade(run: Run) -> None:
                                     context=cluster.context, native_wait=run.options.native_wait)
         try:
             helm.call(args, timeout=env.timeout + 60, secrets=list(run.secrets.values()), what="helm upgrade",
-                      shield=True, values_files=[env.values_file])
+                      shield=True, values_files=env.values_files)
         except OperationFailed as exc:
             recover(run, exc.message)
             raise
@@ -269,14 +318,22 @@ def smoke_test(run: Run) -> None:
 
 
 def recover(run: Run, reason: str) -> None:
-    """Roll back a failed upgrade; leave a failed first install for inspection, saying how to clean up."""
+    """Roll back a failed upgrade; leave a failed first install for inspection, saying how to clean up.
+
+    When the upgrade's migration moved the schema to revisions the previous code was not declared to
+    accept, the previous code is not put back (see ``hold``).
+    """
     project, env, cluster, decided, reporter = run.project, run.env, run.cluster, run.decided, run.reporter
-    target = f"--namespace {env.namespace} --kube-context {cluster.context}"
     if not decided.upgrade:
         return
+    target = f"--namespace {env.namespace} --kube-context {cluster.context}"
     if decided.rollback_to is None:
         reporter.line(f"the first install failed ({reason}); it is left in place for inspection. "
                       f"Clean up with: inv dev.undeploy --env {env.name} (or helm uninstall {project.release} {target})")
+        return
+    check = _schema_after_failure(run)
+    if check is not None and not check.previous_code_fits:
+        hold(run, check)
         return
     if run.options.no_rollback:
         reporter.line(f"not rolling back (--no-rollback); to do it: inv dev.rollback --env {env.name} "
@@ -297,6 +354,59 @@ def recover(run: Run, reason: str) -> None:
         reporter.line(f"rolled back to revision {decided.rollback_to}, but it is not ready either: {exc.message}")
         return
     reporter.line(f"rolled back to revision {decided.rollback_to}: the previous release is serving again")
+
+
+def schema_heads(run: Run) -> list[str] | None:
+    """The database's migration heads, or None where the stack has no Alembic database to read."""
+    if not database.alembic_ini_path(run.project, run.options.alembic_ini).is_file():
+        return None
+    try:
+        return pg.database_info(database.target_for(run.project, run.env, None))["alembic_heads"]
+    except MoorageError as exc:
+        run.reporter.line(f"note: the schema version could not be read ({exc.message}); "
+                          "a failed upgrade will be rolled back without checking it")
+        return None
+
+
+def _schema_after_failure(run: Run) -> plan.SchemaCheck | None:
+    if run.schema_before is None:
+        return None
+    after = schema_heads(run)
+    if after is None or sorted(after) == sorted(run.schema_before):
+        return None
+    ini = database.alembic_ini_path(run.project, run.options.alembic_ini)
+    before_status = migrations.migration_status(ini, run.schema_before)
+    after_status = migrations.migration_status(ini, after)
+    compatible = [m.revision for m in before_status.pending if m.backward_compatible]
+    return plan.schema_check(run.schema_before, after, [m.revision for m in before_status.pending],
+                             [m.revision for m in after_status.pending], compatible)
+
+
+def hold(run: Run, check: plan.SchemaCheck) -> None:
+    """Leave the release at the new revision and stop the previous code, then print the ways out."""
+    project, env, reporter, decided = run.project, run.env, run.reporter, run.decided
+    stopped = []
+    for obj in helm.manifest(project.release, env.namespace, run.cluster.context):
+        if obj.get("kind") == "Deployment":
+            stopped += kube.stop_previous(run.cluster.api, env.namespace, obj["metadata"]["name"])
+    before, after = ", ".join(check.before) or "base", ", ".join(check.after)
+    run.summary.status = "held"
+    run.summary.schema = {"before": list(check.before), "after": list(check.after), "applied": list(check.applied),
+                          "incompatible": list(check.incompatible), "stopped": stopped}
+    reporter.line(f"not rolling back: the upgrade's migration moved the database from {before} to {after}, "
+                  f"and {', '.join(check.incompatible)} is not declared backward-compatible, so the code of "
+                  f"revision {decided.rollback_to} cannot run on it")
+    if stopped:
+        reporter.line(f"stopped the previous code's pods ({', '.join(stopped)}): they would serve on a schema "
+                      "they do not know")
+    back = (f"inv dev.rollback --env {env.name} --revision {decided.rollback_to} --restore "
+            f"{Path(run.summary.backup).name} --yes" if run.summary.backup else
+            f"inv db.downgrade --env {env.name} --revision {before} --yes, then "
+            f"inv dev.rollback --env {env.name} --revision {decided.rollback_to}")
+    reporter.line("two ways out:")
+    reporter.line(f"  fix forward: fix the code and run inv {'dev.deploy' if not env.production else 'deploy'} "
+                  f"--env {env.name} again")
+    reporter.line(f"  go back with the data: {back}")
 
 
 def _interrupted_state(current: str, summary: Summary) -> str:
@@ -327,7 +437,7 @@ def urls(project: Project, env: Environment) -> list[str]:
 def run_and_report(project: Project, env: Environment, options: Options, reporter: Reporter,
                    json_mode: bool = False) -> Summary:
     """Run the pipeline and show its result: the plan on --dry-run, the summary table, or JSON."""
-    on_plan = (lambda p: [reporter.line(line) for line in p.lines()]) if options.dry_run else None
+    on_plan = (lambda lines: [reporter.line(line) for line in lines]) if options.dry_run else None
     summary = deploy(project, env, options, reporter, on_plan=on_plan)
     if json_mode:
         reporter.emit_json(summary.as_dict())

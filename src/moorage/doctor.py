@@ -14,10 +14,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from . import helm, kube
-from .cluster import cluster_kind
+from .cluster import (
+    ClusterTarget,
+    adopt_engine,
+    build_engine,
+    cluster_kind,
+    delivery_method,
+    detect_cluster,
+    docker_nodes,
+    engine_facts,
+)
 from .core import proc
 from .core.config import Environment, Project, guard_context
 from .core.errors import MoorageError, UserError
+from .engine import connect
 
 MIN_PYTHON = (3, 11)
 
@@ -52,6 +62,14 @@ def check_docker(base_url: str | None = None) -> Check:
         return Check("docker", False, f"Docker engine not reachable: {reason}",
                      "start dockerd (or Docker Desktop) and check DOCKER_HOST")
     return Check("docker", True, f"engine {version}")
+
+
+def check_builder(project: Project) -> Check:
+    """BuildKit (docker buildx) or the legacy builder, and why; failed when a Dockerfile needs what is missing."""
+    from .images import builder_status
+
+    ok, detail, hint = builder_status(project)
+    return Check("builder", ok, detail, hint)
 
 
 def check_helm() -> Check:
@@ -97,14 +115,45 @@ def check_context(project: Project, env: Environment, current: Callable[[], str 
     return checks
 
 
-def needed_tools(env: Environment, context: str | None) -> list[str]:
-    """Cluster CLIs this environment needs, from its cluster kind or context name."""
-    return {"minikube": ["minikube"], "kind": ["kind"], "k3d": ["k3d"]}.get(cluster_kind(context, env.cluster), [])
+def needed_tools(env: Environment, context: str | None, cluster: ClusterTarget | None = None) -> list[str]:
+    """Cluster CLIs this environment needs, from the detected cluster (else its ``cluster:`` or context name)."""
+    kind = cluster.kind if cluster is not None else cluster_kind(context, env.cluster)
+    method = delivery_method(kind, (cluster.runtime if cluster is not None else "") or "docker")
+    if method == "nerdctl-load":
+        return ["colima"] if kind == "colima" else ["nerdctl"]
+    return {"minikube": ["minikube"], "kind": ["kind"], "k3d": ["k3d"], "microk8s": ["microk8s"],
+            "containerd-local": ["ctr"]}.get(kind, [])
+
+
+def check_cluster_kind(env: Environment, cluster: ClusterTarget, engine: tuple[bool, str] | None = None) -> Check:
+    """What the cluster was taken for and why; a remote one without a registry fails (a push would go to Docker Hub)."""
+    runtime = f"runtime {cluster.runtime}" if cluster.runtime else "runtime unknown"
+    method = delivery_method(cluster.kind, cluster.runtime or "docker")
+    detail = f"{cluster.kind} '{cluster.name}' ({runtime}, delivery {method}): {cluster.reason}"
+    if engine is not None:
+        detail += f"; build engine {'shared' if engine[0] else 'not shared'}: {engine[1]}"
+    if cluster.kind == "remote" and not env.registry:
+        return Check("cluster-kind", False, detail + "; no registry to push to",
+                     f"set moorage.environments.{env.name}.registry, or its cluster: if the cluster is local")
+    return Check("cluster-kind", True, detail)
+
+
+def detect(env: Environment, context: str | None) -> tuple[ClusterTarget, tuple[bool, str] | None]:
+    """The cluster as ``dev.deploy`` will see it: from its nodes, then compared with the build engine."""
+    cluster = detect_cluster(context, env.cluster)
+    if not docker_nodes(cluster):
+        return cluster, None
+    try:
+        engine = build_engine(cluster)
+        cluster, shared, why = adopt_engine(cluster, engine_facts(connect(engine.docker_env), engine.host))
+    except MoorageError as exc:
+        return cluster, (False, exc.message)
+    return cluster, (shared, why)
 
 
 def run_checks(project: Project, env: Environment, *, skip_cluster: bool = False) -> list[Check]:
     """Every check that applies to ``env``: Python, Docker, Helm, the cluster and its tools."""
-    checks = [check_python(), check_docker(), check_helm()]
+    checks = [check_python(), check_docker(), check_helm(), check_builder(project)]
     context = None
     if not skip_cluster:
         def reachable(name: str | None) -> str:
@@ -115,7 +164,11 @@ def run_checks(project: Project, env: Environment, *, skip_cluster: bool = False
             context = env.context or kube.current_context()
         except Exception:  # noqa: BLE001 - already reported as a failed check
             context = None
-    for tool in needed_tools(env, context):
+    cluster = None
+    if context and all(c.ok for c in checks if c.name == "cluster"):
+        cluster, engine = detect(env, context)
+        checks.append(check_cluster_kind(env, cluster, engine))
+    for tool in needed_tools(env, context, cluster):
         checks.append(check_tool(tool, TOOL_VERSION_ARGS.get(tool, ["version"])))
     return checks
 
@@ -125,4 +178,7 @@ TOOL_VERSION_ARGS = {
     "kind": ["version"],
     "k3d": ["version"],
     "kubectl": ["version", "--client"],
+    "ctr": ["--version"],
+    "nerdctl": ["--version"],
+    "microk8s": ["version"],
 }

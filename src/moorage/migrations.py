@@ -19,6 +19,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import Any
 
 from .core import proc
 from .core.errors import CommandFailed, ToolMissing, UserError
-from .pg import DatabaseUrl, pdeathsig
+from .pg import DatabaseUrl
 
 log = logging.getLogger("moorage.migrations")
 
@@ -41,6 +43,10 @@ class Migration:
     revision: str
     down: tuple[str, ...]
     message: str
+    # Declared in the revision script as ``backward_compatible = True``: the code before this
+    # revision keeps working on the schema after it (an expand-only change), so a failed upgrade
+    # that applied it may put the previous code back.
+    backward_compatible: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,8 @@ def script_directory(ini: Path):
 
 
 def _migration(script) -> Migration:
-    return Migration(script.revision, tuple(script._normalized_down_revisions), (script.doc or "").strip())
+    return Migration(script.revision, tuple(script._normalized_down_revisions), (script.doc or "").strip(),
+                     bool(getattr(script.module, "backward_compatible", False)))
 
 
 def revisions(ini: Path) -> list[Migration]:
@@ -111,37 +118,98 @@ def alembic_argv(ini: Path, *args: str) -> list[str]:
 
 
 def alembic_command(ini: Path, url: DatabaseUrl, *args: str, on_line: Callable[[str], None],
-                    timeout: float | None = None) -> None:
+                    timeout: float | None = None, log_dir: Path | None = None) -> None:
     """Run Alembic (``upgrade head``...) against a direct connection, streaming its output.
 
     The URL goes to the app's env.py in ``DATABASE_URL`` (the child's
-    environment only); every echoed line is redacted. The child is started
-    here, not through ``core.proc.run``: its lines are shown as they come,
-    while proc hands back a finished child's output.
+    environment only); every echoed line is redacted. A traceback (a
+    migration that raised) is not echoed line by line: the error names its
+    last lines and the whole output is written to a log file in ``log_dir``.
+    After ``timeout`` seconds the child is stopped and its database session
+    ended (a killed client's session would otherwise run on, holding its
+    locks, until its statement ends): PostgreSQL rolls back the migration
+    that was running (transactional DDL) and CommandFailed says so.
     """
     if not ini.is_file():
         raise _missing_ini(ini)
     argv = alembic_argv(ini, *args)
-    log.debug("run: %s", proc.render(argv, url.secrets))
-    env = {**os.environ, "DATABASE_URL": url.raw or url.masked}
-    child = subprocess.Popen(argv, cwd=str(ini.parent), env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, bufsize=1, preexec_fn=pdeathsig)
+    session = f"moorage-alembic-{os.getpid()}-{threading.get_ident()}"
+    child = proc.start(argv, env={"DATABASE_URL": url.raw or url.masked, "PGAPPNAME": session}, secrets=url.secrets,
+                       cwd=str(ini.parent), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        child.kill()
+        _end_session(url, session)
+
+    timer = threading.Timer(timeout, expire) if timeout else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
     lines: list[str] = []
     try:
-        for line in child.stdout:
-            line = proc.redact(line.rstrip("\n"), url.secrets)
-            lines.append(line)
-            on_line(line)
-        code = child.wait(timeout)
+        _echo(child, url, lines, on_line)
+        code = child.wait()
     except BaseException:
         child.kill()
         child.wait()
         raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+    what = f"alembic {' '.join(args)}"
+    if expired.is_set():
+        saved = _save_log(log_dir, argv, url, lines)
+        raise CommandFailed(f"{what} did not finish within {timeout:g}s on {url.masked} and was stopped; "
+                            "PostgreSQL rolled back the migration that was running"
+                            + (f" (output: {saved})" if saved else ""),
+                            "find what it waits for (a lock held by the app?) or raise db.alembic_timeout",
+                            returncode=-1)
     if code != 0:
-        raise CommandFailed(f"alembic {' '.join(args)} failed (exit {code}) on {url.masked}: "
-                            f"{proc.tail_lines(chr(10).join(lines), 6)}",
-                            "read the migration's error above; the database keeps the last revision that succeeded",
-                            returncode=code)
+        saved = _save_log(log_dir, argv, url, lines)
+        raise CommandFailed(f"{what} failed (exit {code}) on {url.masked}: {proc.tail_lines(chr(10).join(lines), 2)}"
+                            + (f" (full output: {saved})" if saved else ""),
+                            "PostgreSQL rolled back the failing migration's transaction; inv db.status shows where "
+                            "the database is", returncode=code)
+
+
+def _end_session(url: DatabaseUrl, session: str) -> None:
+    """End the killed Alembic's server session (best effort: the error about the timeout matters more)."""
+    from .core.errors import MoorageError
+    from .pg import LocalTarget, quote_literal, sql
+
+    try:
+        sql(LocalTarget(url), "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                              f"WHERE application_name = {quote_literal(session)}", what="ending the Alembic session")
+    except MoorageError as exc:
+        log.warning("could not end the Alembic session %s: %s", session, exc)
+
+
+def _echo(child, url: DatabaseUrl, lines: list[str], on_line: Callable[[str], None]) -> None:
+    """Pass Alembic's lines on as they come, up to a traceback (kept for the log file, not shown)."""
+    in_traceback = False
+    for raw in child.stdout:
+        line = proc.redact(raw.rstrip("\n"), url.secrets)
+        lines.append(line)
+        in_traceback = in_traceback or line.startswith("Traceback (most recent call last)")
+        if not in_traceback:
+            on_line(line)
+
+
+def _save_log(log_dir: Path | None, argv: Sequence[str], url: DatabaseUrl, lines: list[str]) -> Path | None:
+    """The whole (redacted) Alembic output in a private file; None if there is nowhere to write it."""
+    if log_dir is None:
+        return proc.save_output("alembic", proc.render(argv, url.secrets), "\n".join(lines), "")
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        path = log_dir / f"alembic-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"$ {proc.render(argv, url.secrets)}\n" + "\n".join(lines) + "\n")
+        return path
+    except OSError:  # a log that cannot be written must not hide the error itself
+        return None
 
 
 def migration_job(deployment: Mapping[str, Any], command: Sequence[str], *, name: str,

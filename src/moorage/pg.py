@@ -33,7 +33,7 @@ from typing import IO, Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .core import proc
-from .core.errors import CommandFailed, ToolMissing, Unreachable, UserError
+from .core.errors import CommandFailed, Unreachable, UserError
 
 log = logging.getLogger("moorage.pg")
 
@@ -177,7 +177,9 @@ class Target(Protocol):
     """Where the PostgreSQL client programs run, and against which database."""
 
     description: str  # safe to print
+    endpoint: str  # where the server is, for error lines: "db.example.org:5432", "pod ns/name"
     database: str
+    database_name: str  # the database's name as configured, without asking the server
     secrets: tuple[str, ...]
     kind: str  # "local" or "pod"
 
@@ -199,14 +201,43 @@ def sql(target: Target, query: str, *, database: str | None = None, what: str = 
     return out.decode()
 
 
+# libpq's words for a server it cannot reach, and for a connection that broke while in use.
+_UNREACHABLE = ("could not connect", "connection refused", "could not translate host", "timeout expired",
+                "no route to host", "network is unreachable", "connection timed out")
+_LOST = ("server closed the connection unexpectedly", "terminating connection due to administrator command",
+         "could not receive data from server", "could not send data to server", "no connection to the server",
+         "the database system is shutting down", "the database system is starting up",
+         "the database system is in recovery mode", "ssl syscall error", "connection to server was lost")
+
+
+def connection_reason(stderr: str) -> str:
+    """The reason in a libpq connection error, in a few words ("Connection refused", "unknown host db")."""
+    low = stderr.lower()
+    for phrase in _LOST:
+        if phrase in low:
+            return phrase
+    for line in (x.strip() for x in stderr.splitlines()):
+        m = re.search(r'could not translate host name "([^"]*)" to address: (.*)', line)
+        if m:
+            return f"unknown host {m[1]} ({m[2].strip()})"
+        m = re.search(r"(?:connection to server .*?|could not connect to server.*?) failed: (.*)$", line)
+        if m:
+            return m[1].strip()
+    first = next((x.strip() for x in stderr.splitlines() if x.strip()), "no answer")
+    return re.sub(r"^\w+: (error: )?", "", first)
+
+
 def pg_error(what: str, stderr: str, target: Target, code: int | None = None) -> Exception:
     """Turn a PostgreSQL client failure into the right Moorage error."""
     tail = proc.tail_lines(proc.redact(stderr, target.secrets), 6)
     low = stderr.lower()
-    if ("could not connect" in low or "connection refused" in low or "could not translate host" in low
-            or "timeout expired" in low or ("no such file or directory" in low and "socket" in low)):
-        return Unreachable(f"database {target.description} is unreachable: {tail}",
-                           "check the host, port and that PostgreSQL is running (pg_isready)")
+    if any(p in low for p in _LOST):
+        return Unreachable(f"lost the connection to PostgreSQL at {target.endpoint} ({what}): "
+                           f"{connection_reason(stderr)}", "check that PostgreSQL is running, then retry")
+    if any(p in low for p in _UNREACHABLE) or ("no such file or directory" in low and "socket" in low):
+        return Unreachable(f"cannot connect to PostgreSQL at {target.endpoint} (database {target.database_name}): "
+                           f"{connection_reason(stderr)}",
+                           "check the host, port and that PostgreSQL is running (pg_isready); nothing was changed")
     if "password authentication failed" in low or "no password supplied" in low:
         return UserError(f"database {target.description} refused the credentials: {tail}",
                          "fix the user and password in --database-url / DATABASE_URL")
@@ -215,6 +246,11 @@ def pg_error(what: str, stderr: str, target: Target, code: int | None = None) ->
     suffix = f" (exit {code})" if code is not None else ""
     return CommandFailed(f"{what} failed{suffix} on {target.description}: {tail}", stderr=tail,
                          returncode=code or 1)
+
+
+def check_connection(target: Target) -> dict[str, Any]:
+    """Connect once before anything else: Unreachable (host, port, reason; exit 2) or the server's facts."""
+    return database_info(target)
 
 
 def database_info(target: Target) -> dict[str, Any]:
@@ -237,17 +273,6 @@ def database_exists(target: Target, name: str) -> bool:
 # --------------------------------------------------------------------------- local
 
 
-def pdeathsig() -> None:  # pragma: no cover - runs in the child
-    """Ask Linux to SIGTERM the child if Moorage dies, so no pg tool outlives a killed run."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort, not on Linux
-        pass
-
-
 def _grow_pipe(fd: int) -> None:
     try:
         import fcntl
@@ -257,13 +282,20 @@ def _grow_pipe(fd: int) -> None:
         pass
 
 
+def tool(name: str, bin_dir: str | None = None) -> str:
+    """A PostgreSQL client program: from ``bin_dir`` or ``MOORAGE_PG_BIN`` when it has it, else from PATH."""
+    bin_dir = bin_dir or os.environ.get("MOORAGE_PG_BIN")
+    if bin_dir and (Path(bin_dir) / name).exists():
+        return str(Path(bin_dir) / name)
+    return proc.which(name)
+
+
 class LocalTarget:
     """A direct connection: client tools on this machine, PG* variables in their environment.
 
-    Its children are started here rather than through ``core.proc.run``:
-    that helper collects a finished child's output as text, while a dump is
-    binary and streamed in chunks as it comes (and ``shell`` is attached to
-    the terminal). Tool lookup, install hints and redaction are still proc's.
+    Children start through ``core.proc.start`` (not ``proc.run``, which
+    collects a finished child's output as text: a dump is binary and streamed
+    in chunks as it comes, and ``shell`` is attached to the terminal).
     """
 
     kind = "local"
@@ -275,31 +307,34 @@ class LocalTarget:
         self.description = url.masked
         self.bin_dir = bin_dir or os.environ.get("MOORAGE_PG_BIN")
 
+    @property
+    def database_name(self) -> str:
+        return self.url.database
+
+    @property
+    def endpoint(self) -> str:
+        host = self.url.host or "the local socket"
+        if host.startswith("/"):
+            host = f"socket {host}"
+        return f"{host}:{self.url.port or 5432}"
+
     def for_database(self, name: str) -> LocalTarget:
         return LocalTarget(self.url.with_database(name), bin_dir=self.bin_dir)
 
     def tool(self, name: str) -> str:
-        if self.bin_dir and (Path(self.bin_dir) / name).exists():
-            return str(Path(self.bin_dir) / name)
-        return proc.which(name)
+        return tool(name, self.bin_dir)
 
     def env(self, database: str | None = None) -> dict[str, str]:
-        return {**os.environ, **self.url.libpq_env(database)}
+        return self.url.libpq_env(database)
 
     def run_streaming(self, argv: Sequence[str], *, stdin: IO[bytes] | None = None,
                       stdout: Callable[[bytes], None] | None = None, database: str | None = None) -> Completed:
         args = [self.tool(argv[0]), *argv[1:]]
         log.debug("run: %s (database %s)", proc.render(argv, self.secrets), database or self.database)
         with tempfile.TemporaryFile() as err:
-            try:
-                child = subprocess.Popen(
-                    args, stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                    stdout=subprocess.PIPE if stdout else subprocess.DEVNULL, stderr=err,
-                    env=self.env(database), preexec_fn=pdeathsig,
-                )
-            except FileNotFoundError:
-                raise ToolMissing(f"'{argv[0]}' is not installed or not on PATH",
-                                  proc.INSTALL_HINTS.get(argv[0])) from None
+            child = proc.start(args, env=self.env(database), secrets=self.secrets,
+                               stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                               stdout=subprocess.PIPE if stdout else subprocess.DEVNULL, stderr=err)
             try:
                 if stdout:
                     _pump(child, stdout)
@@ -310,6 +345,7 @@ class LocalTarget:
                     child.wait(5)
                 except subprocess.TimeoutExpired:
                     child.kill()
+                    child.wait()
                 raise
             err.seek(0)
             return Completed(code, proc.redact(err.read().decode(errors="replace"), self.secrets))
@@ -322,8 +358,18 @@ class LocalTarget:
         return self.run_streaming([*argv, str(archive)], database=database)
 
     def shell(self, database: str | None = None) -> int:
-        """psql attached to this terminal."""
-        return subprocess.call([self.tool("psql")], env=self.env(database))
+        """psql attached to this terminal; Ctrl-C belongs to psql (it cancels a query) while it runs."""
+        import signal
+
+        child = proc.start([self.tool("psql")], env=self.env(database), secrets=self.secrets)
+        try:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread: nothing to hand over
+            return child.wait()
+        try:
+            return child.wait()
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _pump(child: subprocess.Popen, stdout: Callable[[bytes], None]) -> None:
@@ -382,7 +428,12 @@ class PodTarget:
         self.container = container
         self.secrets: tuple[str, ...] = ()
         self.description = f"pod {namespace}/{pod}"
+        self.endpoint = f"pod {namespace}/{pod}"
         self._database = database
+
+    @property
+    def database_name(self) -> str:
+        return self._database or "(the pod's default)"
 
     @classmethod
     def discover(cls, kube: PodExec, namespace: str, label_selector: str, **kw: Any) -> PodTarget:

@@ -118,3 +118,34 @@ def decide(*, environment: str, namespace: str, context: str | None, cluster: st
         rollback_to=rollback_to if upgrade else None, digest=digest, smoke=tuple(smoke),
         values_files=tuple(values_files), notes=tuple(notes),
     )
+
+
+@dataclass(frozen=True)
+class SchemaCheck:
+    """Where a failed upgrade left the database, and whether the previous code may run on it."""
+
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    applied: tuple[str, ...]  # revisions the upgrade applied, oldest first
+    incompatible: tuple[str, ...]  # those not declared backward-compatible
+
+    @property
+    def moved(self) -> bool:
+        return self.before != self.after
+
+    @property
+    def previous_code_fits(self) -> bool:
+        """Rolling the pods back is safe: nothing was applied, or all of it was declared compatible."""
+        return not self.moved or not self.incompatible
+
+
+def schema_check(before: Sequence[str], after: Sequence[str], pending_before: Sequence[str],
+                 pending_after: Sequence[str], compatible: Sequence[str]) -> SchemaCheck:
+    """Compare the database's heads before and after a failed upgrade.
+
+    ``pending_*`` are the new code's revisions the database lacked at each moment (oldest first);
+    what was pending before and is not any more was applied by the upgrade.
+    """
+    applied = tuple(r for r in pending_before if r not in set(pending_after))
+    incompatible = tuple(r for r in applied if r not in set(compatible))
+    return SchemaCheck(tuple(sorted(before)), tuple(sorted(after)), applied, incompatible)

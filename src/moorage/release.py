@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import helm
+from . import helm, kube, readiness
 from .connection import connect, wait_release
+from .core import proc
 from .core.config import Environment, Project
 from .core.errors import UserError
 from .core.report import Reporter
@@ -47,7 +48,6 @@ def pick_rollback(revisions: list[helm.Revision], current: int, wanted: int | No
 
 
 def rollback_target(project: Project, env: Environment, wanted: int | None) -> RollbackTarget:
-
     cluster = connect(project, env)
     if cluster.release is None:
         raise UserError(f"release '{project.release}' is not installed in {env.namespace}",
@@ -59,8 +59,6 @@ def rollback_target(project: Project, env: Environment, wanted: int | None) -> R
 
 
 def rollback(project: Project, env: Environment, target: RollbackTarget, reporter: Reporter) -> None:
-    from .core import proc
-
     proc.run(target.command, timeout=env.timeout + 60, what="helm rollback", shield=True)
     cluster = connect(project, env)
     wait_release(cluster, reporter)
@@ -96,8 +94,6 @@ class UndeployPlan:
 def undeploy_plan(project: Project, env: Environment, *, purge: bool) -> UndeployPlan:
     from kubernetes.client import CoreV1Api
 
-    from . import kube
-
     cluster = connect(project, env)
     claims = kube.retrying(CoreV1Api(cluster.api).list_namespaced_persistent_volume_claim, env.namespace,
                            label_selector=cluster.selector)
@@ -108,9 +104,6 @@ def undeploy_plan(project: Project, env: Environment, *, purge: bool) -> Undeplo
 
 
 def undeploy(project: Project, env: Environment, plan: UndeployPlan, reporter: Reporter) -> None:
-    from . import kube
-    from .core import proc
-
     if plan.installed:
         proc.run(plan.uninstall, timeout=env.timeout + 60, what="helm uninstall", shield=True)
         reporter.ok(f"release {plan.release} uninstalled from {plan.namespace}")
@@ -144,8 +137,6 @@ class StatusReport:
 
 def collect_status(project: Project, env: Environment) -> StatusReport:
     """The release, its history, its images and the state of each workload, read in one pass."""
-    from . import readiness
-
     cluster = connect(project, env)
     report = StatusReport(project.release, env.namespace, cluster.context, cluster.release is not None)
     if cluster.release is None:

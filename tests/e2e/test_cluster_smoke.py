@@ -9,7 +9,7 @@ exec into it and port-forward to it through the real API server and kubelet.
 from __future__ import annotations
 
 import os
-import time
+import threading
 import uuid
 
 import httpx
@@ -43,26 +43,37 @@ def namespace(core):
 
     name = f"smoke-{uuid.uuid4().hex[:6]}"
     core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=name)))
-    # the service account token controller must have created the default account
-    _wait(lambda: core.read_namespaced_service_account("default", name), "default service account")
+    # the service account controller must have created the default account
+    _watch_until(core.list_namespaced_service_account, name, lambda account: True, "default service account",
+                 field_selector="metadata.name=default")
     yield name
     core.delete_namespace(name)
 
 
-def _wait(probe, what: str, timeout: float = TIMEOUT):
-    deadline = time.monotonic() + timeout
+def _watch_until(list_fn, namespace: str, done, what: str, timeout: float = TIMEOUT, **selector):
+    """The first state of a watched object that ``done`` accepts (objects that exist already come first,
+    as ADDED events): the observed state, not a poll."""
+    from kubernetes import watch
+
+    stream = watch.Watch()
     last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = probe()
-        except Exception as exc:  # noqa: BLE001 - keep polling, report the last failure
-            last = exc
-        else:
-            if result:
-                return result
-            last = result
-        time.sleep(0.5)
+    for event in stream.stream(list_fn, namespace, timeout_seconds=int(timeout), **selector):
+        last = event["object"]
+        if event["type"] in ("ADDED", "MODIFIED") and done(last):
+            stream.stop()
+            return last
     pytest.fail(f"timed out after {timeout}s waiting for {what}: {last!r}", pytrace=False)
+
+
+def _logged(api, namespace: str, pod: str, text: str, timeout: float = TIMEOUT) -> bool:
+    """Whether the pod's log holds ``text`` within ``timeout`` seconds (followed from its start)."""
+    seen = threading.Event()
+
+    def follow() -> None:
+        kube.follow_log(api, namespace, pod, pod, on_line=lambda line: text in line and seen.set(), stop=seen)
+
+    threading.Thread(target=follow, name=f"log of {pod}", daemon=True).start()
+    return seen.wait(timeout)
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +117,10 @@ def web(real_cluster, core, namespace):
     core.create_namespaced_pod(namespace, pod)
     core.create_namespaced_service(namespace, service)
 
-    def ready():
-        status = core.read_namespaced_pod("web", namespace).status
-        return any(c.type == "Ready" and c.status == "True" for c in status.conditions or ())
+    def ready(pod) -> bool:
+        return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or ())
 
-    _wait(ready, "pod web Ready")
+    _watch_until(core.list_namespaced_pod, namespace, ready, "pod web Ready", field_selector="metadata.name=web")
     return "web"
 
 
@@ -122,12 +132,11 @@ def test_node_is_ready(core):
     assert nodes[0].status.node_info.container_runtime_version.startswith("containerd://")
 
 
-def test_pod_from_imported_image_runs(core, namespace, web):
+def test_pod_from_imported_image_runs(api, core, namespace, web):
     pod = core.read_namespaced_pod(web, namespace)
     assert pod.status.phase == "Running"
     assert pod.status.pod_ip and pod.status.pod_ip.startswith("10.244.")
-    log = _wait(lambda: core.read_namespaced_pod_log(web, namespace), "pod log")
-    assert "smoke server starting" in log
+    assert _logged(api, namespace, web, "smoke server starting")
 
 
 def test_exec_through_the_api_server(api, namespace, web):
@@ -150,13 +159,19 @@ def test_service_reaches_the_pod_through_kube_proxy(api, core, namespace, web):
     probe = ("import urllib.request; "
              f"print(urllib.request.urlopen('http://{ip}:80/', timeout=5).read().decode(), end='')")
 
-    def through_service():
-        # the endpoint reaches kube-proxy's rules a moment after the pod is Ready (REJECT until then)
-        code, out, err = exec_collect(api, namespace, web, ["python3", "-c", probe], timeout=30)
-        return (code, out) if code == 0 else None
+    from kubernetes.client import DiscoveryV1Api
+    from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-    code, out = _wait(through_service, f"service web ({ip}) to answer", timeout=60)
-    assert out == b"hello from the cluster\n"
+    # Observed: the Service's EndpointSlice lists the pod as ready.
+    _watch_until(DiscoveryV1Api(api).list_namespaced_endpoint_slice, namespace,
+                 lambda s: any(e.conditions and e.conditions.ready for e in s.endpoints or ()),
+                 "the EndpointSlice of service web to list the pod ready", label_selector="kubernetes.io/service-name=web")
+    # kube-proxy writes its rules from that slice a moment later (REJECT until then) and reports it nowhere
+    # in the API: the one step left to retry.
+    retrying = Retrying(retry=retry_if_result(lambda result: result[0] != 0), stop=stop_after_delay(30),
+                        wait=wait_fixed(0.5), retry_error_callback=lambda state: state.outcome.result())
+    code, out, err = retrying(exec_collect, api, namespace, web, ["python3", "-c", probe], timeout=30)
+    assert (code, out) == (0, b"hello from the cluster\n"), err
 
 
 def test_cluster_dns_resolves_services(real_cluster, api, core, namespace, web):
@@ -178,8 +193,7 @@ def test_pvc_binds_to_the_default_storage_class(core, namespace):
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
     }
     core.create_namespaced_persistent_volume_claim(namespace, claim)
-    bound = _wait(lambda: core.read_namespaced_persistent_volume_claim("data", namespace).status.phase == "Bound",
-                  "PVC bound")
-    assert bound
+    _watch_until(core.list_namespaced_persistent_volume_claim, namespace, lambda c: c.status.phase == "Bound",
+                 "PVC bound", field_selector="metadata.name=data")
     pvc = core.read_namespaced_persistent_volume_claim("data", namespace)
     assert pvc.spec.storage_class_name == "local"

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
+import threading
 import uuid
 from pathlib import Path
 
@@ -144,13 +144,37 @@ def test_an_item_created_through_the_frontend_is_processed_by_the_worker(e2e):
         created = httpx.post(f"http://127.0.0.1:{port}/api/items", json={"name": "kept by the backup"}, timeout=20)
         assert created.status_code == 201, created.text
         item = created.json()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            seen = httpx.get(f"http://127.0.0.1:{port}/api/items/{item['id']}", timeout=20).json()
-            if seen["status"] == "processed":
-                break
-            time.sleep(0.5)
+        assert worker_logged(api, e2e.release, "item processed", item["id"], timeout=60), \
+            "no worker logged that it processed the item within 60s"
+        seen = httpx.get(f"http://127.0.0.1:{port}/api/items/{item['id']}", timeout=20).json()
     assert seen["status"] == "processed" and seen["result"], seen
+
+
+def worker_logged(api, release: str, msg: str, item_id: int, timeout: float) -> bool:
+    """Whether a worker pod logs ``msg`` for the item within ``timeout`` seconds: its logs are followed
+    from their start, so a line written before the call counts too."""
+    from moorage import kube
+
+    seen = threading.Event()
+
+    def on_line(line: str) -> None:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(record, dict) and record.get("msg") == msg and record.get("item_id") == item_id:
+            seen.set()
+
+    def follow(pod: str) -> None:
+        try:
+            kube.follow_log(api, NAMESPACE, pod, "worker", on_line=on_line, stop=seen)
+        except Exception:  # noqa: BLE001, S110 - a pod that went away: the others may still say it
+            pass
+
+    selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=worker"
+    for pod in kube.list_pods(api, NAMESPACE, selector):
+        threading.Thread(target=follow, args=(pod["metadata"]["name"],), daemon=True).start()
+    return seen.wait(timeout)
 
 
 def test_backup_and_restore_through_the_exec_stream(e2e):
@@ -185,6 +209,54 @@ def test_broken_upgrade_fails_fast_with_the_reason_and_rolls_back(e2e):
     status = json.loads(e2e.ok("dev.status", "--json").stdout)
     assert status["state"] == "deployed"
     assert all(r["state"] == "ready" for r in status["resources"]), status["resources"]
+
+
+MIGRATION_0003 = '''"""a column the previous code does not know
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("items", sa.Column("priority", sa.Integer, nullable=False, server_default="0"))
+
+
+def downgrade() -> None:
+    op.drop_column("items", "priority")
+'''
+
+
+def test_broken_upgrade_whose_migration_ran_holds_and_stops_the_previous_code(e2e):
+    versions = e2e.root / "app" / "backend" / "migrations" / "versions"
+    (versions / "0003_priority.py").write_text(MIGRATION_0003)
+    main = e2e.root / "app" / "backend" / "moorage_backend" / "main.py"
+    good = main.read_text()
+    main.write_text(good + "\nraise SystemExit('broken after migrating, on purpose')\n")
+    try:
+        result = e2e.inv("dev.deploy")
+    finally:
+        main.write_text(good)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out[-4000:]
+    assert "not rolling back: the upgrade's migration moved the database from 0002 to 0003" in out, out[-4000:]
+    assert "two ways out:" in out and "inv db.downgrade --env e2e --revision 0002 --yes" in out
+    assert e2e.psql("SELECT version_num FROM alembic_version") == "0003"
+    sets = json.loads(e2e.cluster.kubectl("-n", NAMESPACE, "get", "replicasets", "-l",
+                                          "app.kubernetes.io/component=backend", "-o", "json").stdout)["items"]
+    newest = max(sets, key=lambda rs: int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]))
+    running_old = [rs["metadata"]["name"] for rs in sets if rs is not newest and rs["spec"].get("replicas")]
+    assert running_old == [], "no pod of the previous code serves on the new schema"
+    history = json.loads(e2e.ok("dev.status", "--json").stdout)["history"]
+    assert "rollback" not in history[-1]["description"].lower()
 
 
 def test_undeploy_keeps_data_volumes(e2e):

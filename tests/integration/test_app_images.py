@@ -1,8 +1,8 @@
-"""The reference app's three images, built with docker-py and run as Kubernetes will run them.
+"""The reference app's three images, built by `inv images.build` and run as Kubernetes will run them.
 
 Built against the stand-in base images of scripts/base-images.sh (or the bases
 named by MOORAGE_PYTHON_IMAGE / MOORAGE_NGINX_IMAGE), with the host's CA bundle
-injected as moorage-ca.crt so pip works behind a TLS-inspecting proxy. Each
+as the BuildKit secret moorage-ca so pip works behind a TLS-inspecting proxy. Each
 container runs with a read-only root filesystem, /tmp as tmpfs, and host
 networking so it reaches the session's PostgreSQL and Redis on loopback.
 """

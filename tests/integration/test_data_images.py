@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 import subprocess
 import textwrap
-import time
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -46,6 +46,11 @@ PG_ENV = {
 PG_PROBE = ["sh", "-c", 'exec pg_isready -h 127.0.0.1 -p 5432 -U "$POSTGRES_USER" -d "$POSTGRES_DB"']
 PG_DUMP = ["sh", "-c", 'pg_dump -Fc -U "$POSTGRES_USER" "$POSTGRES_DB"']
 REDIS_PROBE = ["redis-cli", "-p", "6379", "ping"]
+# Ready markers (regular expressions, in log order): the server that the entrypoint execs, not the
+# temporary one it runs for the initialization, accepts connections.
+PG_READY = (r"\[entrypoint\] (initialization complete|PostgreSQL database directory \S+ exists)",
+            "database system is ready to accept connections")
+REDIS_READY = ("Ready to accept connections",)
 # podSecurityContext + containerSecurityContext of values.yaml, in docker terms.
 RESTRICTED = {
     "user": f"{UID}:{UID}",
@@ -117,31 +122,31 @@ def logs(container) -> str:
     return container.logs().decode(errors="replace")
 
 
-def wait_probe(container, probe: list[str], timeout: float = 90.0) -> None:
-    """Poll the chart's exec probe until it succeeds, as a startup probe would."""
-    deadline = time.monotonic() + timeout
-    while True:
+def wait_ready(container, markers: Sequence[str], probe: list[str], timeout: float = 90.0) -> None:
+    """Follow the container's log until its ready marker (``markers``, in this order); then the chart's
+    probe must pass at once, as the startup probe that next runs would see."""
+    stream = container.logs(stream=True, follow=True)
+    timer = threading.Timer(timeout, stream.close)  # ends the follow: the container never got ready
+    timer.start()
+    text, pos, left = "", 0, list(markers)
+    try:
+        for chunk in stream:
+            text += chunk.decode(errors="replace")
+            while left and (match := re.compile(left[0]).search(text, pos)):
+                pos, left = match.end(), left[1:]
+            if not left:
+                break
+    except Exception:  # noqa: BLE001, S110 - the stream closed by the timer
+        pass
+    finally:
+        timer.cancel()
+        stream.close()
+    if left:
         container.reload()
-        if container.status not in ("created", "running"):
-            pytest.fail(f"{container.name} exited ({container.status}):\n{logs(container)[-4000:]}")
-        result = container.exec_run(probe)
-        if result.exit_code == 0:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"probe {probe} never succeeded: {result.output!r}\n{logs(container)[-4000:]}")
-        time.sleep(0.5)
-
-
-def wait_tcp(connect, timeout: float = 30.0):
-    """The first successful connection from the host through the published port."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return connect()
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+        pytest.fail(f"{container.name} ({container.status}) never logged {left[0]!r} within {timeout:g}s:\n"
+                    f"{logs(container)[-4000:]}")
+    result = container.exec_run(probe)
+    assert result.exit_code == 0, f"probe {probe} failed once ready: {result.output!r}\n{logs(container)[-4000:]}"
 
 
 def pg_connect(port: int, password: str = PASSWORD):
@@ -166,10 +171,10 @@ def test_postgres_runs_as_the_chart_runs_it(docker_client, data_images, containe
 
     port = free_port()
     pg = run_postgres(docker_client, containers, data_images["postgres"], fs_group_volume, port)
-    wait_probe(pg, PG_PROBE)
+    wait_ready(pg, PG_READY, PG_PROBE)
 
     # Password login over TCP from outside the container (scram-sha-256 from anywhere).
-    with wait_tcp(lambda: pg_connect(port)) as conn:
+    with pg_connect(port) as conn:
         settings = dict(conn.execute(
             "SELECT name, setting FROM pg_settings"
             " WHERE name IN ('listen_addresses', 'port', 'unix_socket_directories', 'data_directory')"
@@ -213,8 +218,8 @@ def test_postgres_restart_keeps_data_and_sigterm_shuts_down_cleanly(docker_clien
                                                                    fs_group_volume):
     port = free_port()
     first = run_postgres(docker_client, containers, data_images["postgres"], fs_group_volume, port)
-    wait_probe(first, PG_PROBE)
-    with wait_tcp(lambda: pg_connect(port)) as conn:
+    wait_ready(first, PG_READY, PG_PROBE)
+    with pg_connect(port) as conn:
         conn.execute("CREATE TABLE kept (v text)")
         conn.execute("INSERT INTO kept VALUES ('survives')")
 
@@ -229,8 +234,8 @@ def test_postgres_restart_keeps_data_and_sigterm_shuts_down_cleanly(docker_clien
     port = free_port()
     second = run_postgres(docker_client, containers, data_images["postgres"], fs_group_volume, port,
                           env={**PG_ENV, "POSTGRES_PASSWORD": "ignored-now"})
-    wait_probe(second, PG_PROBE)
-    with wait_tcp(lambda: pg_connect(port)) as conn:
+    wait_ready(second, PG_READY, PG_PROBE)
+    with pg_connect(port) as conn:
         assert conn.execute("SELECT v FROM kept").fetchall() == [("survives",)]
     assert "skipping initialization" in logs(second)
     assert "initializing" not in logs(second)
@@ -279,7 +284,7 @@ def test_redis_with_password_runs_the_charts_command(docker_client, data_images,
 
     port = free_port()
     container = run_redis(docker_client, containers, data_images["redis"], port, PASSWORD)
-    wait_probe(container, REDIS_PROBE)
+    wait_ready(container, REDIS_READY, REDIS_PROBE)
     out, _ = exec_ok(container, REDIS_PROBE)  # REDISCLI_AUTH from the env, as the probes do
     assert out.strip() == b"PONG"
 
@@ -287,8 +292,7 @@ def test_redis_with_password_runs_the_charts_command(docker_client, data_images,
         redis.Redis(host="127.0.0.1", port=port, socket_timeout=5).ping()
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(host="127.0.0.1", port=port, password=PASSWORD + "x", socket_timeout=5).ping()
-    client = wait_tcp(lambda: _redis_pinged(redis.Redis(host="127.0.0.1", port=port, password=PASSWORD,
-                                                        socket_timeout=5)))
+    client = _redis_pinged(redis.Redis(host="127.0.0.1", port=port, password=PASSWORD, socket_timeout=5))
     client.set("k", "v")
     assert client.get("k") == b"v"
     assert client.config_get("dir")["dir"] == "/data"
@@ -307,8 +311,8 @@ def test_redis_without_password_serves_other_pods(docker_client, data_images, co
 
     port = free_port()
     container = run_redis(docker_client, containers, data_images["redis"], port, None, appendonly="yes")
-    wait_probe(container, REDIS_PROBE)
-    client = wait_tcp(lambda: _redis_pinged(redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)))
+    wait_ready(container, REDIS_READY, REDIS_PROBE)
+    client = _redis_pinged(redis.Redis(host="127.0.0.1", port=port, socket_timeout=5))
     client.set("k", "v")
     assert client.config_get("protected-mode")["protected-mode"] == "no"
     assert client.config_get("appendonly")["appendonly"] == "yes"
@@ -336,3 +340,21 @@ def test_install_ci_builds_the_data_images():
     lines = (REPO / "scripts" / "install-ci.sh").read_text().splitlines()
     assert lines.index('"$here/data-images.sh"') > lines.index('"$here/base-images.sh"')
     assert Path(SCRIPT).stat().st_mode & 0o111
+
+
+def test_redis_takes_a_charts_args_as_server_options_like_the_official_image(docker_client, data_images,
+                                                                             containers):
+    """Third-party charts give only `args: [--requirepass, ...]`: they go to redis-server, not run as a command."""
+    import redis
+
+    port = free_port()
+    container = docker_client.containers.run(
+        data_images["redis"], ["--requirepass", PASSWORD, "--save", ""], detach=True,
+        tmpfs={"/tmp": "rw,size=16m", "/data": "rw,size=256m"}, ports={"6379/tcp": ("127.0.0.1", port)},
+        environment={"REDISCLI_AUTH": PASSWORD}, name=f"moorage-test-redis-{uuid.uuid4().hex[:8]}", **RESTRICTED)
+    containers.append(container)
+    wait_ready(container, REDIS_READY, REDIS_PROBE)
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port, socket_timeout=5).ping()
+    client = _redis_pinged(redis.Redis(host="127.0.0.1", port=port, password=PASSWORD, socket_timeout=5))
+    client.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import uuid
 from pathlib import Path
@@ -18,8 +19,10 @@ import pytest
 
 from tests.fixtures.docker_images import remove_release_images
 from tests.fixtures.fake_cluster import FakeCluster, make_project
-from tests.fixtures.kubeapi import unreachable_kubeconfig
+from tests.fixtures.kubeapi import load_object, unreachable_kubeconfig
 from tests.fixtures.tools import require_tool
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.docker, pytest.mark.helm]
 
@@ -167,6 +170,30 @@ def test_unreachable_cluster(project, tmp_path):
     assert_one_line_and_nothing_changed(project, result, "is unreachable")
 
 
+def test_kubeconfig_that_is_not_yaml(project, tmp_path):
+    broken = tmp_path / "kubeconfig-broken"
+    broken.write_text(project.cluster.kubeapi.kubeconfig.read_text().replace("clusters:", "clusters: [", 1))
+    result = project.inv("dev.status", env={"KUBECONFIG": str(broken)})
+    assert_one_line_and_nothing_changed(project, result, f"kubeconfig {broken} line ")
+    assert "is not valid YAML" in result.stderr
+
+
+def test_deploy_into_a_namespace_being_deleted_waits_until_it_is_gone(project):
+    kubeapi = project.cluster.kubeapi
+    kubeapi.apply(load_object("namespace-terminating"))
+    kubeapi.play([], when_watched="namespaces", then=lambda: kubeapi.delete("Namespace", "", "moorage-dev"))
+    result = project.inv("dev.deploy", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "deployed"
+    lines = result.stderr.splitlines()
+    said = [i for i, line in enumerate(lines) if "moorage-dev is being deleted" in line]
+    assert [lines[i] for i in said] == ["namespace moorage-dev is being deleted (since 2026-11-23T10:02:11Z): "
+                                        "waiting up to 120s for it to be gone before deploying"]
+    gone = [i for i, line in enumerate(lines) if line.startswith("ok: namespace moorage-dev is gone after ")]
+    assert gone and gone[0] > said[0]
+    assert upgrades(project.cluster), "deployed once the namespace was gone"
+
+
 def test_wrong_context(project):
     config = (project.root / "invoke.yaml").read_text().replace("context: moorage-fake", "context: kind-other")
     (project.root / "invoke.yaml").write_text(config)
@@ -252,7 +279,7 @@ def test_ctrl_c_during_the_wait_stops_cleanly_and_says_what_state_things_are_in(
     deadline = time.monotonic() + 120
     while "wait: readiness" not in seen and time.monotonic() < deadline:
         seen += proc.stdout.readline()
-    time.sleep(0.5)
+    project.cluster.kubeapi.wait_for_watchers("deployments", timeout=60)  # in the wait: its watches are open
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, seen + out + err
@@ -281,3 +308,57 @@ def test_logs_show_a_components_pods(project):
     result = project.inv("dev.logs", "--component", "backend")
     assert result.returncode == 0, result.stderr
     assert f"[{pod}/backend]" in result.stdout and '"path": "/healthz"' in result.stdout
+
+
+def _migrate_to_head_during_upgrade(database_url: str) -> str:
+    code = ("import sys; from tests.fixtures.servers import alembic; "
+            f"alembic('upgrade', 'head', database_url={database_url!r})")
+    return f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} -c {shlex.quote(code)}"
+
+
+def test_a_failed_upgrade_whose_migration_ran_is_held_not_rolled_back(project, postgres_database):
+    from tests.fixtures.servers import alembic
+
+    alembic("upgrade", "0001", database_url=postgres_database.url)
+    env = {"DATABASE_URL": postgres_database.url, "CI": "true"}
+    assert json.loads(project.inv("deploy", "--env", "staging", "--json", env=env).stdout)["status"] == "deployed"
+    project.cluster.controller.behaviour["backend"] = "crashloop"
+    (project.root / "backend" / "main.txt").write_text("backend v2\n")
+    result = project.inv("deploy", "--env", "staging", "--json",
+                         env={**env, "FAKE_HELM_POST_UPGRADE": _migrate_to_head_during_upgrade(postgres_database.url)})
+    assert result.returncode == 1, result.stderr
+    err = result.stderr
+    assert "not rolling back: the upgrade's migration moved the database from 0001 to 0002" in err
+    assert "0002 is not declared backward-compatible" in err
+    assert "go back with the data: inv dev.rollback --env staging --revision 1 --restore " in err
+    assert "pre-upgrade" in err.split("--restore ", 1)[1].split()[0]
+    revisions = project.cluster.release()["revisions"]
+    assert [r["revision"] for r in revisions] == [1, 2], "no rollback revision was made"
+
+
+def test_a_failed_upgrade_that_migrated_nothing_still_rolls_back(project, postgres_database):
+    from tests.fixtures.servers import alembic
+
+    alembic("upgrade", "head", database_url=postgres_database.url)
+    env = {"DATABASE_URL": postgres_database.url, "CI": "true"}
+    assert json.loads(project.inv("deploy", "--env", "staging", "--json", env=env).stdout)["status"] == "deployed"
+    project.cluster.controller.behaviour["backend"] = "crashloop"
+    (project.root / "backend" / "main.txt").write_text("backend v2\n")
+    result = project.inv("deploy", "--env", "staging", env=env)
+    assert result.returncode == 1
+    assert "not rolling back" not in result.stderr and "rolling back to revision 1" in result.stdout + result.stderr
+
+
+def test_a_second_deploy_of_the_same_release_is_refused_naming_the_first(project):
+    from moorage.core.lock import hold, scope_name
+
+    project.inv("dev.deploy")  # installed: the next deploy would upgrade
+    (project.root / "worker" / "main.txt").write_text("worker v2\n")
+    scope = scope_name("release", "dev", "moorage-dev", project.release)
+    with hold(project.root, scope, f"a deploy of {project.release} to dev"):
+        result = project.inv("dev.deploy")
+    assert result.returncode == 1, result.stderr
+    line = result.stderr.strip()
+    assert f"a deploy of {project.release} to dev (pid {os.getpid()}" in line and "is already running" in line
+    assert len(project.cluster.release()["revisions"]) == 1, "nothing was upgraded"
+    assert project.inv("dev.deploy").returncode == 0, "the lock is free again once its holder is done"

@@ -16,12 +16,13 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
+import threading
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.buildx import require_buildx
 from tests.fixtures.docker_images import remove_release_images
 from tests.fixtures.tools import missing, require_tool
 
@@ -144,16 +145,21 @@ def test_list_shows_built_images_with_size(demo):
     assert "IMAGE" in table and rows["app"]["tag"] in table
 
 
-def test_failing_run_step_is_one_clean_line_with_the_step_and_exit_1(demo):
+@pytest.mark.parametrize("builder, step, exit_status", [
+    ("buildkit", "at step 3/3 (RUN echo about to fail && cat /nope)", "exit code: 1"),
+    ("legacy", "at step 4/9 (RUN echo about to fail && cat /nope)", "returned a non-zero code: 1"),
+])
+def test_failing_run_step_is_one_clean_line_with_the_step_and_exit_1(demo, builder, step, exit_status):
+    if builder == "buildkit":
+        require_buildx()
     (demo.root / "Dockerfile.app").write_text(
         "ARG BASE\nFROM ${BASE}\nCOPY app/ /app/\nRUN echo about to fail && cat /nope\n")
-    result = demo.inv("images.build", "--only", "app")
+    result = demo.inv("images.build", "--only", "app", env={"MOORAGE_BUILDER": builder})
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr
-    assert "build of image 'app' failed at step 4/" in errors[0]
-    assert "RUN echo about to fail && cat /nope" in errors[0]
-    assert "about to fail" in errors[0] and "returned a non-zero code" in errors[0]
+    assert f"build of image 'app' failed {step}" in errors[0]
+    assert "; output: about to fail" in errors[0] and exit_status in errors[0]
 
 
 def test_bad_image_name_in_config_is_one_line_exit_2(demo):
@@ -174,11 +180,13 @@ def test_docker_daemon_down_is_one_line_exit_2(demo, tmp_path):
         "(fix: start the Docker daemon (dockerd), or point DOCKER_HOST at a running engine)"]
 
 
-def test_ca_bundle_is_sent_to_the_build_without_changing_the_tag(demo, docker_client, tmp_path):
+def test_legacy_builder_gets_the_ca_bundle_in_its_context_without_changing_the_tag(demo, docker_client, tmp_path):
+    # The legacy builder has no build secrets: the bundle travels beside the context (BuildKit: test_buildkit.py).
     (demo.root / "Dockerfile.web").write_text("ARG BASE\nFROM ${BASE}\nCOPY moorage-ca.crt /ca.crt\n")
     ca = tmp_path / "proxy-ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nfake\n")
-    summary = demo.build_json("--only", "web", env={"MOORAGE_CA_BUNDLE": str(ca)})
+    summary = demo.build_json("--only", "web", env={"MOORAGE_CA_BUNDLE": str(ca), "MOORAGE_BUILDER": "legacy"})
+    assert summary["images"][0]["builder"] == "legacy"
     ref = summary["images"][0]["ref"]
     out = docker_client.containers.run(ref, ["/bin/cat", "/ca.crt"], remove=True)
     assert out.decode() == ca.read_text()
@@ -200,26 +208,35 @@ def second_engine(docker_client, base_image):
     top = Path(tempfile.mkdtemp(prefix="md", dir="/tmp"))  # short: unix socket paths are limited
     sock = f"unix://{top}/d.sock"
     tag = f"md{uuid.uuid4().hex[:10]}"  # a containerd namespace: letters and digits (mkdtemp names may hold '_')
-    log = open(top / "dockerd.log", "w")  # noqa: SIM115
-    # In its own network namespace: a dockerd started with --bridge none deletes the
-    # docker0 interface it finds, which would break the host engine's networking.
+    # In its own network namespace, so the docker0 bridge it creates (BuildKit's RUN steps
+    # need one) is its own and the host engine's docker0 is never touched.
     daemon = subprocess.Popen(
         ["unshare", "--net", "dockerd", "--data-root", f"{top}/data", "--exec-root", f"{top}/x", "--pidfile", f"{top}/pid",
-         "-H", sock, "--bridge", "none", "--iptables=false", "--containerd-namespace", tag,
+         "-H", sock, "--iptables=false", "--containerd-namespace", tag,
          "--containerd-plugins-namespace", f"{tag}p"],
-        stdout=log, stderr=subprocess.STDOUT)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    listening, said = threading.Event(), threading.Event()
+
+    def follow_log() -> None:
+        """dockerd's log into dockerd.log; its ready marker (or its end) to the fixture."""
+        with open(top / "dockerd.log", "wb") as log:
+            for line in daemon.stdout:
+                log.write(line)
+                log.flush()
+                if b"API listen on " in line:
+                    listening.set()
+                    said.set()
+        said.set()
+
+    follower = threading.Thread(target=follow_log, name="second dockerd log", daemon=True)
+    follower.start()
     client = None
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client = docker.DockerClient(base_url=sock, timeout=120)
-                client.ping()
-                break
-            except Exception:  # noqa: BLE001 - still starting
-                if daemon.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"second dockerd did not start: {(top / 'dockerd.log').read_text()[-2000:]}")
-                time.sleep(0.3)
+        said.wait(60)
+        if not listening.is_set():
+            pytest.fail(f"second dockerd did not start: {(top / 'dockerd.log').read_text()[-2000:]}")
+        client = docker.DockerClient(base_url=sock, timeout=120)
+        client.ping()
         client.api.load_image(b"".join(docker_client.api.get_image(base_image)))
         yield sock, client
     finally:
@@ -231,7 +248,7 @@ def second_engine(docker_client, base_image):
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait()
-        log.close()
+        follower.join(10)
         shutil.rmtree(top, ignore_errors=True)
 
 
@@ -256,9 +273,11 @@ def test_minikube_docker_runtime_builds_into_minikubes_engine_not_the_host(demo,
     demo.write_config(env_section="{cluster: minikube}")
     path_env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
+    require_buildx()
     summary = demo.build_json(env=path_env)
     assert summary["engine"] == sock and summary["cluster"] == "minikube"
     assert actions(summary) == {"app": "build", "web": "build"}
+    assert {i["builder"] for i in summary["images"]} == {"buildkit"}  # BuildKit of minikube's engine, not the host's
     import docker.errors
 
     for item in summary["images"]:

@@ -74,6 +74,49 @@ def test_missing_kubeconfig_is_bad_input(tmp_path):
         kube.client(None, str(tmp_path / "nope"))
 
 
+def write_kubeconfig(tmp_path, text: str):
+    path = tmp_path / "config"
+    path.write_text(text)
+    return path
+
+
+def test_kubeconfig_that_is_not_yaml_is_bad_input_naming_the_file_and_line(tmp_path):
+    path = write_kubeconfig(tmp_path, "apiVersion: v1\nclusters:\n- cluster: {server: https://10.0.0.1\n"
+                                      "  name: dev\n")
+    with pytest.raises(UserError) as info:
+        kube.client(None, str(path))
+    assert info.value.exit_code == 2
+    assert info.value.message.startswith(f"kubeconfig {path} line 4 is not valid YAML: expected ',' or '}}'")
+    assert "\n" not in info.value.message and "KUBECONFIG" in info.value.hint
+
+
+def test_kubeconfig_that_is_yaml_but_not_a_kubeconfig_is_bad_input(tmp_path):
+    path = write_kubeconfig(tmp_path, "- just\n- a list\n")
+    with pytest.raises(UserError, match=f"kubeconfig {path} is not a kubeconfig"):
+        kube.current_context(str(path))
+
+
+def test_kubeconfig_without_a_current_context_is_bad_input_unless_a_context_is_given(kubeapi, tmp_path):  # noqa: F811
+    text = kubeapi.kubeconfig.read_text().replace(f"current-context: {kubeapi.context}\n", "")
+    path = write_kubeconfig(tmp_path, text)
+    with pytest.raises(UserError) as info:
+        kube.client(None, str(path))
+    assert info.value.exit_code == 2
+    assert info.value.message == f"kubeconfig {path} has no current-context"
+    assert kube.client(kubeapi.context, str(path)).moorage_context == kubeapi.context, "as kubectl --context does"
+
+
+def test_kubeconfig_whose_current_context_does_not_exist_is_bad_input_naming_it(kubeapi, tmp_path):  # noqa: F811
+    text = kubeapi.kubeconfig.read_text().replace(f"current-context: {kubeapi.context}", "current-context: gone")
+    path = write_kubeconfig(tmp_path, text)
+    with pytest.raises(UserError) as info:
+        kube.client(None, str(path))
+    assert info.value.exit_code == 2
+    assert info.value.message == (f"kubeconfig {path}: its current-context 'gone' is not one of its contexts "
+                                  f"(known: {kubeapi.context})")
+    assert "kubectl config use-context" in info.value.hint
+
+
 def test_unreachable_cluster_is_exit_2_with_the_server_and_reason(tmp_path):
     path = unreachable_kubeconfig(tmp_path)
     with pytest.raises(Unreachable) as info:
@@ -176,6 +219,63 @@ def test_server_errors_are_retried_but_forbidden_is_not(kubeapi, api):  # noqa: 
     kubeapi.fail_next(f"/api/v1/namespaces/{NS}/services/backend", 403)
     with pytest.raises(UserError, match="reading service shop/backend"):
         kube.resolve_service_target(api, NS, "backend", 80)
+
+
+def test_too_many_requests_is_retried(kubeapi, api):  # noqa: F811
+    kubeapi.fail_next(f"/api/v1/namespaces/{NS}/services/backend", 429, 500)
+    assert kube.resolve_service_target(api, NS, "backend", 80) == (POD, 8000)
+    assert len(kubeapi.requested(f"/api/v1/namespaces/{NS}/services/backend")) == 3
+
+
+def test_a_conflict_is_not_retried(kubeapi, api):  # noqa: F811
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": NS}}
+    core = CoreV1Api(api)
+    core.create_namespaced_config_map(NS, config_map)
+    with pytest.raises(ApiException) as info:
+        kube.retrying(core.create_namespaced_config_map, NS, config_map)
+    assert info.value.status == 409
+    creates = [r for r in kubeapi.requested(f"/api/v1/namespaces/{NS}/configmaps") if r[0] == "POST"]
+    assert len(creates) == 2, "one create that worked, one that conflicted, no replay"
+
+
+def test_connection_errors_are_retried_then_raised(tmp_path):
+    from kubernetes.client import CoreV1Api
+
+    api = kube.client(None, str(unreachable_kubeconfig(tmp_path)), check=False)
+    calls: list[str] = []
+
+    def read():
+        calls.append("read")
+        return CoreV1Api(api).read_namespace("shop", _request_timeout=2)
+
+    with pytest.raises(Exception) as info:  # noqa: PT011 - the client's own connection error
+        kube.retrying(read, attempts=3, max_wait=0.01)
+    assert kube.is_connection_error(info.value)
+    assert len(calls) == 3
+
+
+def test_namespace_being_deleted_reports_its_deletion_timestamp(kubeapi, api):  # noqa: F811
+    kubeapi.apply(load_object("namespace-terminating"))
+    assert kube.namespace_deletion(api, "moorage-dev") == "2026-11-23T10:02:11Z"
+    kubeapi.apply(merge(load_object("namespace-terminating"), {"metadata": {"name": "other", "deletionTimestamp": None}}))
+    assert kube.namespace_deletion(api, "other") is None
+    assert kube.namespace_deletion(api, "absent") is None
+
+
+def test_waiting_for_a_namespace_returns_when_the_watch_sees_it_deleted(kubeapi, api):  # noqa: F811
+    kubeapi.apply(load_object("namespace-terminating"))
+    kubeapi.play([], when_watched="namespaces", then=lambda: kubeapi.delete("Namespace", "", "moorage-dev"))
+    assert kube.wait_namespace_deleted(api, "moorage-dev", timeout=30) is True
+    watches = [q for m, p, q in kubeapi.requested("/api/v1/namespaces") if "watch" in q]
+    assert watches and watches[0]["fieldSelector"] == ["metadata.name=moorage-dev"]
+
+
+def test_waiting_for_a_namespace_that_stays_gives_up_at_the_bound(kubeapi, api):  # noqa: F811
+    kubeapi.apply(load_object("namespace-terminating"))
+    assert kube.wait_namespace_deleted(api, "moorage-dev", timeout=1) is False
 
 
 def test_pod_log_reads_tail_and_previous_and_none_when_absent(kubeapi, api):  # noqa: F811

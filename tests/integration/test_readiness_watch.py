@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import re
+import threading
 
 import pytest
 
 from moorage import kube
 from moorage.core.report import Reporter
 from moorage.readiness import LiveView, Resource, State, Verdict, wait_for
+from moorage.readiness import wait as readiness_wait
 from tests.fixtures.kubeapi import kubeapi, load_object, load_objects, merge  # noqa: F401 - kubeapi is a fixture
 
 NS = "shop"
@@ -173,3 +176,105 @@ def test_live_view_draws_a_table_on_a_terminal(kubeapi, api):  # noqa: F811
     text = out.getvalue()
     assert "deployment/backend" in text
     assert "ready" in text
+
+
+class Screen(io.StringIO):
+    """A reporter's stream a test can wait on: :meth:`wait_for` returns once a text has been printed."""
+
+    def __init__(self, tty: bool = False) -> None:
+        super().__init__()
+        self.cond = threading.Condition()
+        self.tty = tty
+
+    def isatty(self) -> bool:  # a terminal: rich redraws the live table in place
+        return self.tty
+
+    def write(self, text: str) -> int:
+        with self.cond:
+            n = super().write(text)
+            self.cond.notify_all()
+        return n
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: text in self.getvalue(), timeout):
+                raise AssertionError(f"{text!r} was never printed:\n{self.getvalue()}")
+
+
+def outage_during_the_wait(kubeapi, deploy: dict, screen: Screen, still: str) -> threading.Thread:  # noqa: F811
+    """Once the Deployment is watched the API server dies; it comes back after the view said ``still``,
+    and the rollout goes on once the view said it is back."""
+    failures: list[BaseException] = []
+
+    def script() -> None:
+        try:
+            kubeapi.wait_for_watchers("deployments")
+            kubeapi.go_down()
+            screen.wait_for(still)
+            kubeapi.come_back()
+            screen.wait_for("reachable again")
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            failures.append(exc)
+        finally:  # the wait ends either way
+            if kubeapi.down:
+                kubeapi.come_back()
+            kubeapi.play(rollout(deploy))
+
+    thread = threading.Thread(target=script, name="outage script", daemon=True)
+    thread.failures = failures  # type: ignore[attr-defined]
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def quick_outage_reports(monkeypatch):
+    monkeypatch.setattr(readiness_wait, "OUTAGE_TICK", 0.1)
+    monkeypatch.setattr(LiveView, "OUTAGE_EVERY", 0.5)
+
+
+def test_live_view_says_the_api_server_is_unreachable_how_long_and_when_it_is_back(
+        kubeapi, api, quick_outage_reports):  # noqa: F811
+    deploy = deployed(kubeapi)
+    screen = Screen()
+    script = outage_during_the_wait(kubeapi, deploy, screen, still="still unreachable after")
+    with LiveView(Reporter(stream=screen, tty=False)) as view:
+        result = wait_for(api, [BACKEND], timeout=60, on_change=view, on_outage=view.outage)
+    script.join(10)
+    assert not script.failures, script.failures
+    assert result.verdict == Verdict.READY, result.reason
+    lines = screen.getvalue().splitlines()
+    server = re.escape(kubeapi.url)
+    down = [i for i, line in enumerate(lines)
+            if re.match(rf"API server {server} is unreachable \(connection (lost|refused)\); "
+                        r"the watches resume when it is back  \[", line)]
+    still = [i for i, line in enumerate(lines)
+             if re.match(rf"API server {server} still unreachable after \d+s \(connection refused\)  \[", line)]
+    back = [i for i, line in enumerate(lines)
+            if re.match(rf"API server {server} is reachable again after \d+s; the watches resumed  \[", line)]
+    assert len(down) == 1 and len(back) == 1 and still, lines
+    assert down[0] < still[0] and still[-1] < back[0], lines
+    assert lines[-1].startswith("deployment/backend: ready 2/2 available"), lines
+
+
+def test_live_view_on_a_terminal_shows_how_long_the_api_server_has_been_unreachable(
+        kubeapi, api, quick_outage_reports):  # noqa: F811
+    deploy = deployed(kubeapi)
+    screen = Screen(tty=True)
+    script = outage_during_the_wait(kubeapi, deploy, screen, still="unreachable for 1s")
+    with LiveView(Reporter(stream=screen, tty=True)) as view:
+        result = wait_for(api, [BACKEND], timeout=60, on_change=view, on_outage=view.outage)
+    script.join(10)
+    assert not script.failures, script.failures
+    assert result.verdict == Verdict.READY, result.reason
+    text = screen.getvalue()
+    assert f"API server {kubeapi.url} is unreachable" in text
+    assert "the watches resume when it is back" in text
+    assert re.search(r"is reachable again after \d+s; the watches resumed", text)
+
+
+def test_wait_that_times_out_during_an_outage_says_the_api_server_is_unreachable(kubeapi, api):  # noqa: F811
+    deployed(kubeapi)
+    kubeapi.play([], when_watched="deployments", then=kubeapi.go_down)
+    result = wait_for(api, [BACKEND], timeout=3)
+    assert result.verdict == Verdict.TIMEOUT
+    assert re.search(r"\(API server unreachable for \d+s: connection (refused|lost)\)$", result.reason), result.reason

@@ -139,3 +139,40 @@ def test_the_shipped_config_is_valid():
     assert {"dev", "staging", "prod"} <= set(project.environments)
     assert [i.name for i in project.images] == ["backend", "worker", "frontend"]
     assert project.env("prod").production
+
+
+def test_an_environment_can_list_its_own_values_files_anywhere(tmp_path):
+    root = make_root(tmp_path, ("dev",))
+    (root / "charts" / "app").mkdir(parents=True)
+    (root / "charts" / "app" / "values-local.yaml").write_text("a: {b: 1, c: 1}\nl: [1]\n")
+    (root / "overrides.yaml").write_text("a: {c: 2}\nl: [2]\n")
+    project = load_project(base_config(environments={
+        "local": {"values": ["charts/app/values-local.yaml", "overrides.yaml"]}}), root)
+    local = project.env("local")
+    assert local.values_files == (root / "charts/app/values-local.yaml", root / "overrides.yaml")
+    assert load_values(local) == {"a": {"b": 1, "c": 2}, "l": [2]}
+    assert project.env("dev").values_files == (root / "environments" / "dev.yaml",)
+
+
+def test_a_missing_listed_values_file_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"moorage\.environments\.local\.values\[0\] .*nope\.yaml does not exist"):
+        load_project(base_config(environments={"local": {"values": ["nope.yaml"]}}), make_root(tmp_path))
+
+
+@pytest.mark.parametrize("image, message", [
+    ({"name": "api", "values_style": "json"}, r"values_style .* must be one of split, string"),
+    ({"name": "api", "pull_policy": "Sometimes"}, r"pull_policy .* must be one of Always, IfNotPresent, Never"),
+    ({"name": "api", "values_key": "workers[x].image"}, r"values_key .* must be a dotted values path"),
+])
+def test_bad_image_value_settings_are_one_line(tmp_path, image, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_project(base_config(images=[image]), make_root(tmp_path))
+    assert err.value.exit_code == EXIT_BAD_INPUT and "\n" not in err.value.line()
+
+
+def test_service_names_follow_the_configured_template(tmp_path):
+    root = make_root(tmp_path)
+    assert load_project(base_config(), root).service_name("backend") == "shop-backend"
+    assert load_project(base_config(service_name="{name}"), root).service_name("backend") == "backend"
+    with pytest.raises(ConfigError, match=r"service_name .* must be a template with \{name\}"):
+        load_project(base_config(service_name="{release}-{component}"), root)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from moorage import doctor, helm
+from moorage.cluster import ClusterTarget
 from moorage.core.config import guard_context, load_project
 from moorage.core.errors import EXIT_BAD_INPUT, Unreachable, UserError
 
@@ -49,6 +50,36 @@ def test_unreachable_cluster_is_a_failed_check_with_a_hint(project):
                                             ("k3d-x", ["k3d"]), ("gke_prod", [])])
 def test_needed_cluster_tools_follow_the_context(project, context, tools):
     assert doctor.needed_tools(project.env("dev"), context) == tools
+
+
+@pytest.mark.parametrize("kind, runtime, tools", [
+    ("rancher-desktop", "containerd", ["nerdctl"]), ("rancher-desktop", "docker", []), ("colima", "containerd", ["colima"]),
+    ("microk8s", "containerd", ["microk8s"]), ("containerd-local", "containerd", ["ctr"]), ("orbstack", "docker", []),
+])
+def test_needed_cluster_tools_follow_the_detected_cluster(project, kind, runtime, tools):
+    cluster = ClusterTarget(kind, kind, "team-laptop", runtime)
+    assert doctor.needed_tools(project.env("dev"), "team-laptop", cluster) == tools
+
+
+def test_doctor_says_what_cluster_it_detected_and_why(project):
+    cluster = ClusterTarget("containerd-local", "team-laptop", "team-laptop", "containerd", "/s.sock",
+                            "node ci-runner-7 is this host (10.0.2.15) running containerd, socket /s.sock")
+    check = doctor.check_cluster_kind(project.env("dev"), cluster)
+    assert check.ok and check.name == "cluster-kind"
+    assert check.detail == ("containerd-local 'team-laptop' (runtime containerd, delivery ctr-import): "
+                            "node ci-runner-7 is this host (10.0.2.15) running containerd, socket /s.sock")
+
+
+def test_doctor_fails_a_remote_cluster_without_a_registry(project):
+    cluster = ClusterTarget("remote", "lab", "lab", "containerd", reason="node n (providerID aws:///x) carries no marks")
+    check = doctor.check_cluster_kind(project.env("dev"), cluster)
+    assert not check.ok and "no registry" in check.detail and "registry" in check.hint
+
+
+def test_doctor_reports_the_engine_comparison(project):
+    cluster = ClusterTarget("local-engine", "lab", "lab", "docker", reason="node lab is the host of the engine")
+    check = doctor.check_cluster_kind(project.env("dev"), cluster, (True, "engine name lab"))
+    assert check.ok and check.detail.endswith("build engine shared: engine name lab")
 
 
 def test_helm_versions_are_parsed():

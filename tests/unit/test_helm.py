@@ -184,3 +184,36 @@ def test_blame_names_the_last_file_that_sets_the_key(tmp_path):
     second.write_text("backend:\n  replicas: 2\n")
     assert helm.blame(("backend", "replicas"), [first, second]) == second
     assert helm.blame(("worker",), [first, second]) is None
+
+
+def _project_with(tmp_path, images, chart_values=""):
+    (tmp_path / "environments").mkdir(exist_ok=True)
+    (tmp_path / "environments" / "dev.yaml").write_text("{}\n")
+    (tmp_path / "chart").mkdir(exist_ok=True)
+    (tmp_path / "chart" / "values.yaml").write_text(chart_values)
+    return load_project({"release": "shop", "images": images}, tmp_path)
+
+
+def test_an_image_can_be_a_single_repo_colon_tag_string(tmp_path):
+    project = _project_with(tmp_path, [{"name": "api", "values_key": "api.image", "values_style": "string"}])
+    assert helm.image_values(project, {"api": ("reg.io/api", "abc")}) == {"api": {"image": "reg.io/api:abc"}}
+
+
+def test_an_image_can_carry_its_pull_policy(tmp_path):
+    project = _project_with(tmp_path, [{"name": "api", "values_key": "images.api", "pull_policy": "Never"}])
+    assert helm.image_values(project, {"api": ("api", "abc")}) == {
+        "images": {"api": {"repository": "api", "tag": "abc", "pullPolicy": "Never"}}}
+
+
+def test_a_list_index_keeps_the_rest_of_the_list_helm_would_replace(tmp_path):
+    chart = "workers:\n  - name: fast\n    image: {repository: w, tag: old}\n    replicas: 2\n  - name: slow\n"
+    project = _project_with(tmp_path, [{"name": "w", "values_key": "workers[0].image"}], chart)
+    values = helm.image_values(project, {"w": ("w", "new")}, base={})
+    assert values == {"workers": [{"name": "fast", "image": {"repository": "w", "tag": "new"}, "replicas": 2},
+                                  {"name": "slow"}]}
+
+
+def test_a_list_index_past_the_end_is_bad_input_naming_the_path(tmp_path):
+    project = _project_with(tmp_path, [{"name": "w", "values_key": "workers[3].image"}], "workers: []\n")
+    with pytest.raises(UserError, match=r"workers\[3\]\.image"):
+        helm.image_values(project, {"w": ("w", "new")})

@@ -353,7 +353,7 @@ def test_labels_carry_the_hash_inputs():
 # --- repository naming --------------------------------------------------------------
 
 def env(registry: str = "", name: str = "dev") -> Environment:
-    return Environment(name=name, values_file=Path("x.yaml"), namespace="ns", registry=registry)
+    return Environment(name=name, values_files=(Path("x.yaml"),), namespace="ns", registry=registry)
 
 
 def test_repository_uses_registry_when_the_environment_has_one(tmp_path):

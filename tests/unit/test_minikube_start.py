@@ -31,7 +31,7 @@ esac
 
 
 def env(start: bool = True, cluster: str = "auto") -> Environment:
-    return Environment(name="dev", values_file=Path("environments/dev.yaml"), namespace="ns",
+    return Environment(name="dev", values_files=(Path("environments/dev.yaml"),), namespace="ns",
                        cluster=cluster, start_minikube=start)
 
 

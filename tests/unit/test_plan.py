@@ -69,3 +69,19 @@ def test_release_digest_changes_with_chart_and_values(tmp_path):
     assert plan.release_digest(tmp_path, [{"a": 2}]) != first
     (tmp_path / "values.yaml").write_text("b: 1\n")
     assert plan.release_digest(tmp_path, [{"a": 1}]) != first
+
+
+def test_a_failed_upgrade_that_migrated_nothing_may_roll_back():
+    check = plan.schema_check(["0002"], ["0002"], ["0003"], ["0003"], compatible=[])
+    assert not check.moved and check.previous_code_fits and check.applied == ()
+
+
+def test_a_failed_upgrade_whose_migration_ran_holds_the_previous_code():
+    check = plan.schema_check(["0002"], ["0004"], ["0003", "0004"], [], compatible=["0003"])
+    assert check.moved and check.applied == ("0003", "0004")
+    assert check.incompatible == ("0004",) and not check.previous_code_fits
+
+
+def test_expand_only_revisions_declared_compatible_let_the_previous_code_back():
+    check = plan.schema_check(["0002"], ["0003"], ["0003"], [], compatible=["0003"])
+    assert check.moved and check.previous_code_fits

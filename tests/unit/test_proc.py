@@ -81,3 +81,22 @@ def test_shielded_command_finishes_its_step_on_ctrl_c(tmp_path):
     out, _ = script.communicate(timeout=30)
     assert marker.read_text() == "finished"
     assert out.startswith("INTERRUPTED") and "allowed to finish its step" in out
+
+
+def test_a_failed_command_keeps_a_few_lines_and_leaves_its_whole_output_in_a_log(tmp_path):
+    secret = "hunter2-secret"
+    script = ("import sys\nfor i in range(50): print(f'line{i}', file=sys.stderr)\n"
+              f"print('token {secret}', file=sys.stderr); sys.exit(4)")
+    proc.set_log_dir(tmp_path / "logs")
+    try:
+        with pytest.raises(CommandFailed) as err:
+            proc.run([sys.executable, "-c", script], secrets=[secret], what="noisy step")
+    finally:
+        proc.set_log_dir(None)
+    line = err.value.line()
+    assert "line49" in line and "line46" not in line, "the message keeps the last few lines"
+    logs = list((tmp_path / "logs").glob("*-noisy-step-*.log"))
+    assert len(logs) == 1 and f"(full output: {logs[0]})" in line
+    text = logs[0].read_text()
+    assert "line0\n" in text and "line49" in text and secret not in text and proc.MASK in text
+    assert oct(logs[0].stat().st_mode & 0o777) == "0o600"

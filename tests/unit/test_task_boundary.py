@@ -111,3 +111,26 @@ def test_doctor_task_reports_tools_as_json(capsys):
     assert code == (0 if report["ok"] else 1), "the exit code follows the checks"
     if IN_CI:  # CI installs every tool: nothing may be missing there
         assert report["ok"], report["checks"]
+
+
+def test_malformed_invoke_yaml_is_one_line_naming_file_and_line(tmp_path):
+    write_project(tmp_path, "moorage:\n  release: shop\n   images: [\n")
+    result = run_inv("--list", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert f"malformed YAML in {tmp_path / 'invoke.yaml'}:3" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_fixed_invoke_yaml_is_parsed_again(tmp_path):
+    write_project(tmp_path, "moorage:\n  release: shop\n")
+    assert run_inv("--list", cwd=tmp_path).returncode == 0
+    (tmp_path / "invoke.yaml").write_text("moorage: [\n")
+    assert run_inv("--list", cwd=tmp_path).returncode == 2, "a changed file is not trusted from its stamp"
+
+
+def test_env_file_that_is_not_utf8_is_one_line(tmp_path):
+    write_project(tmp_path, "moorage:\n  release: shop\n  secrets: {KEY: backend.secretKey}\n")
+    (tmp_path / ".env").write_bytes(b"KEY=caf\xe9\n")
+    result = run_inv("dev.deploy", "--dry-run", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert ".env is not UTF-8 text (byte 0xe9 at offset 7)" in result.stderr and "Traceback" not in result.stderr

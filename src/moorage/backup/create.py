@@ -1,21 +1,22 @@
-"""Taking a backup: ``pg_dump -Fc`` streamed into a locked ``.partial`` file, checked, then committed.
+"""Taking a backup: ``pg_dump -Fc`` streamed into a locked ``.partial`` file, read back whole, then committed.
 
 ``pg_dump`` runs on the target (this machine, or inside the database pod) and
 its stdout is streamed in 1 MiB chunks into ``<name>.dump.partial`` while
-being hashed: no copy on the database side, no second pass. The partial file
-is locked while it is written; only when pg_dump exited 0 with a clean stderr
-and ``pg_restore --list`` reads the archive is it fsynced and renamed. The
-metadata is written (atomically) before that rename, so the rename is the
-commit point: a ``.dump`` exists only when it is complete. An interrupted run
-leaves at most an unlocked ``.partial``, which ``backup.list`` never shows as
-a backup and the next ``create``/``prune`` deletes.
+being hashed and fed to a ``pg_restore`` that decodes every data block as it
+arrives (:class:`moorage.backup.verify.StreamCheck`): no copy on the database
+side, no second pass. The partial file is born locked under a name no other
+run can take; only when pg_dump exited 0 with a clean stderr and the whole
+archive read back is it fsynced and renamed. The metadata is written
+(atomically) before that rename, so the rename is the commit point: a
+``.dump`` exists only when it is complete. An interrupted run leaves at most
+an unlocked ``.partial``, which ``backup.list`` never shows as a backup and
+the next ``create``/``prune`` deletes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import os
 import signal
@@ -34,13 +35,14 @@ from .store import (
     SUFFIX,
     Backup,
     backup_stem,
-    free_path,
+    claim_path,
     fsync_dir,
+    kind_of,
     remove_stale_partials,
     utcnow,
     write_json_atomic,
 )
-from .verify import archive_listing, listing_header, listing_tables
+from .verify import StreamCheck, archive_listing, listing_header, listing_tables
 
 
 @contextlib.contextmanager
@@ -63,9 +65,10 @@ def _raise_interrupt(signum, frame):
 
 @dataclass
 class Sink:
-    """Hash and write each chunk exactly once, straight from pg_dump's pipe."""
+    """Hash, write and hand to the stream check each chunk exactly once, straight from pg_dump's pipe."""
 
     fd: int
+    check: StreamCheck | None = None
     on_progress: Callable[[int], None] | None = None
     size: int = 0
     hash: Any = field(default_factory=hashlib.sha256)
@@ -77,6 +80,8 @@ class Sink:
         while view:
             n = os.write(self.fd, view)
             view = view[n:]
+        if self.check is not None:
+            self.check.feed(chunk)
         self.size += len(chunk)
         if self.on_progress is not None:
             now = time.monotonic()
@@ -91,27 +96,27 @@ def create_backup(target: Target, directory: Path, *, environment: str, label: s
     """Dump the target's database into ``directory``; return the finished, checked Backup.
 
     Nothing is left under a ``.dump`` name unless pg_dump exited 0 with a
-    clean stderr and the archive's table of contents reads back.
+    clean stderr and every data block of the archive decoded.
     """
     directory.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(directory)
     info = database_info(target)  # also proves the database is reachable before any file exists
     database = target.database
     started = now or utcnow()
-    final = free_path(directory, backup_stem(started, environment, label))
+    final, fd = claim_path(directory, backup_stem(started, environment, label))
     partial = final.with_name(final.name + PARTIAL)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
     committed = False
     try:
         t0 = time.monotonic()
-        sink = _dump(target, fd, progress)
+        sink, row_counts = _dump(target, fd, progress, final.name[: -len(SUFFIX)])
         seconds = time.monotonic() - t0
         listing = archive_listing(partial)
         meta = {
             "name": final.name[: -len(SUFFIX)],
             "file": final.name,
             "format": "custom",
+            "kind": kind_of(label),
+            "label": label,
             "sha256": sink.hash.hexdigest(),
             "size": sink.size,
             "database": database,
@@ -122,6 +127,9 @@ def create_backup(target: Target, directory: Path, *, environment: str, label: s
             "release_revision": release_revision,
             "alembic_heads": info["alembic_heads"],
             "tables": listing_tables(listing),
+            # per-table rows as pg_dump wrote them (its snapshot), for drills; from the full read at creation
+            "row_counts": row_counts,
+            "verified": "full read at creation",
             "started_at": started.isoformat(),
             "finished_at": utcnow().isoformat(),
             "seconds": round(seconds, 3),
@@ -139,17 +147,26 @@ def create_backup(target: Target, directory: Path, *, environment: str, label: s
                 partial.unlink()
 
 
-def _dump(target: Target, fd: int, progress: Callable[[int], None] | None) -> Sink:
-    """pg_dump into ``fd``, fsynced; raises unless it exited 0 with nothing on stderr."""
-    sink = Sink(fd, progress)
-    with interruptible():
-        done = target.run_streaming(["pg_dump", "--format=custom", "--no-password"], stdout=sink)
+def _dump(target: Target, fd: int, progress: Callable[[int], None] | None,
+          name: str) -> tuple[Sink, dict[str, int]]:
+    """pg_dump into ``fd`` (fsynced) and through the stream check; raises unless both succeeded."""
+    check = StreamCheck()
+    sink = Sink(fd, check, progress)
+    try:
+        with interruptible():
+            done = target.run_streaming(["pg_dump", "--format=custom", "--no-password"], stdout=sink)
+    except BaseException:
+        check.abort()
+        raise
     if progress:
         progress(sink.size)
     if done.returncode != 0:
+        check.abort()
         raise pg_error("pg_dump", done.stderr, target, done.returncode)
     if done.stderr.strip():
+        check.abort()
         raise OperationFailed(f"pg_dump reported problems: {proc.tail_lines(done.stderr, 5)}",
                               "the dump was not kept; fix the cause and retry")
+    row_counts = check.finish(name)
     os.fsync(fd)
-    return sink
+    return sink, row_counts

@@ -9,14 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..core import proc
-from ..core.errors import CommandFailed, OperationFailed, UserError
+from ..core.errors import EXIT_BAD_INPUT, CommandFailed, Interrupted, MoorageError, OperationFailed, UserError
 from ..pg import MAINTENANCE_DB, Target, database_exists, quote_ident, quote_literal, sql
 from .create import create_backup, interruptible
 from .store import Backup, backup_dir, stamp, utcnow
@@ -60,7 +59,7 @@ def plan_restore(backup: Backup, target: Target, *, jobs: int = 1, keep_old: boo
     database = target.database
     temp, old = temp_names(database, when)
     steps = [
-        f"verify {backup.name} (sha256, size, pg_restore --list)",
+        f"verify {backup.name} (sha256, size, every data block read back)",
         f"back up the current {database} (safety backup)",
         f"drop leftover {database}_restore_* databases of interrupted restores",
         f"create database {temp} and pg_restore into it" + (f" with {jobs} jobs" if jobs > 1 else ""),
@@ -130,15 +129,49 @@ def swap_sql(database: str, temp: str, old: str) -> str:
 
 
 def _swap(target: Target, database: str, temp: str, old: str, attempts: int = 5) -> None:
-    """Run :func:`swap_sql`, retrying when a client reconnected between terminate and rename."""
-    for attempt in range(1, attempts + 1):
-        try:
+    """Run :func:`swap_sql`, again when a client reconnected between the terminate and the rename."""
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_incrementing
+
+    def reconnected(exc: BaseException) -> bool:
+        return isinstance(exc, CommandFailed) and "being accessed by other users" in exc.message
+
+    for attempt in Retrying(retry=retry_if_exception(reconnected), stop=stop_after_attempt(attempts),
+                            wait=wait_incrementing(start=0.2, increment=0.2), reraise=True):
+        with attempt:
             sql(target, swap_sql(database, temp, old), database=MAINTENANCE_DB, what="swapping databases")
+
+
+@dataclass
+class RestoreState:
+    """How far a restore got, to say what state the database is in when it stops."""
+
+    plan: RestorePlan
+    stage: str = "prepare"  # prepare -> restore -> swap -> swapped
+    had_original: bool = True
+    temp_left: bool = False
+
+    def settle(self, target: Target) -> None:
+        """After a stop during the swap, ask the server whether it committed (if it still answers)."""
+        if self.stage != "swap":
             return
-        except CommandFailed as exc:
-            if "being accessed by other users" not in exc.message or attempt == attempts:
-                raise
-            time.sleep(0.2 * attempt)
+        p = self.plan
+        try:
+            done = database_exists(target, p.old_database if self.had_original else p.database)
+        except MoorageError:
+            return
+        self.stage = "swapped" if done else "restore"
+
+    def describe(self) -> str:
+        p = self.plan
+        left = f"; the temporary {p.temp_database} is left behind (the next restore drops it)" if self.temp_left else ""
+        if self.stage in ("prepare", "restore"):
+            return f"{p.database} is unchanged{left}"
+        if self.stage == "swap":
+            return (f"it stopped during the swap, which commits whole or not at all: {p.database} is either "
+                    f"unchanged or the restored backup (then the original is {p.old_database}){left}; "
+                    "see which with: psql -l")
+        kept = f"; the original is {p.old_database}" if self.had_original else ""
+        return f"{p.database} is the restored backup{kept}"
 
 
 # --------------------------------------------------------------------------- restore
@@ -173,12 +206,24 @@ def restore_backup(target: Target, backup: Backup, *, environment: str, backups_
     confirm(plan)
     result: dict[str, Any] = {"backup": backup.name, "database": plan.database, "verified": verified,
                               "old_database": plan.old_database if keep_old else None}
-    with interruptible():
-        exists, create = _prepare(target, plan, backup_dir(backups_root, environment), environment, result,
-                                  say, progress)
-        result["tables"] = _restore_and_swap(target, plan, create, exists, verified, say)
-        if exists and not keep_old:
-            drop_database(target, plan.old_database)
+    state = RestoreState(plan)
+    try:
+        with interruptible():
+            exists, create = _prepare(target, plan, backup_dir(backups_root, environment), environment, result,
+                                      say, progress)
+            result["tables"] = _restore_and_swap(target, plan, create, exists, verified, say, state)
+            if exists and not keep_old:
+                drop_database(target, plan.old_database)
+    except KeyboardInterrupt:
+        state.settle(target)
+        raise Interrupted(f"restore interrupted: {state.describe()}") from None
+    except MoorageError as exc:
+        if exc.exit_code != EXIT_BAD_INPUT:
+            raise
+        state.settle(target)
+        # Past the confirmation something may have changed: no longer "bad input, nothing changed".
+        raise OperationFailed(f"restore of {backup.name} stopped: {exc.message}; {state.describe()}",
+                              exc.hint) from None
     return result
 
 
@@ -212,11 +257,12 @@ def _prepare(target: Target, plan: RestorePlan, directory: Path, environment: st
 
 
 def _restore_and_swap(target: Target, plan: RestorePlan, create: str, exists: bool, verified: dict[str, Any],
-                      say: Callable[[str], None]) -> int:
+                      say: Callable[[str], None], state: RestoreState) -> int:
     """Restore into the temp database, check it, swap it in; the temp database goes on any failure."""
     database, temp = plan.database, plan.temp_database
-    swapped = False
+    state.stage, state.had_original = "restore", exists
     try:
+        state.temp_left = True
         sql(target, create, database=MAINTENANCE_DB, what=f"creating {temp}")
         say(f"restoring {plan.backup.name} into {temp}" + (f" ({plan.jobs} jobs)" if plan.jobs > 1 else ""))
         done = target.restore_archive(plan.backup.path, temp, plan.jobs)
@@ -226,18 +272,20 @@ def _restore_and_swap(target: Target, plan: RestorePlan, create: str, exists: bo
                                   f"{database} was not changed")
         tables = _check_restored(target, plan, verified)
         say(f"swapping {temp} in as {database}")
+        state.stage = "swap"
         if exists:
             _swap(target, database, temp, plan.old_database)
         else:
             sql(target, f"ALTER DATABASE {quote_ident(temp)} RENAME TO {quote_ident(database)}",
                 database=MAINTENANCE_DB, what="renaming the restored database")
-        swapped = True
+        state.stage, state.temp_left = "swapped", False
         return tables
     finally:
-        if not swapped:
+        if state.temp_left:  # after a swap that did commit, no database has that name any more
             try:
                 drop_database(target, temp)
-            except Exception as exc:  # noqa: BLE001 - the original error matters more
+                state.temp_left = False
+            except BaseException as exc:  # noqa: BLE001 - the original error matters more
                 log.warning("could not drop %s (the next restore drops it): %s", temp, exc)
 
 

@@ -2,18 +2,27 @@
 
 Files live in ``<backups_dir>/<env>/`` as ``<UTC time>-<env>[-<label>].dump``
 (pg_dump's custom format) with a metadata file ``<same stem>.json`` beside
-it, so names sort by time. A ``.partial`` file is a backup being written (its
-writer holds a lock on it) or the leftover of an interrupted one (nobody
-does): it is never listed as a backup.
+it, so names sort by time; a second backup with the same name in the same
+second gets ``.2`` (``.3``...) before the suffix. A ``.partial`` file is a
+backup being written (its writer holds a lock on it) or the leftover of an
+interrupted one (nobody does): it is never listed as a backup.
+
+Safety backups (labels ``pre-restore``, ``pre-downgrade``, ``pre-upgrade``)
+are the ones Moorage takes by itself before it changes a database. They are
+listed as such and restored only by name: ``latest`` is the newest ordinary
+backup, so running ``backup.restore latest`` twice restores the same backup
+twice instead of undoing the first restore with its own safety backup.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import itertools
 import json
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +35,8 @@ PARTIAL = ".partial"
 STAMP = "%Y%m%dT%H%M%SZ"
 LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
 NAME_RE = re.compile(r"^(?P<stamp>\d{8}T\d{6}Z)-")
+#: The labels of the backups Moorage takes by itself before it changes a database.
+SAFETY_LABELS = ("pre-restore", "pre-downgrade", "pre-upgrade")
 
 
 # --------------------------------------------------------------------------- names
@@ -50,14 +61,42 @@ def backup_stem(when: dt.datetime, env_name: str, label: str | None = None) -> s
     return f"{stamp(when)}-{env_name}" + (f"-{label}" if label else "")
 
 
-def free_path(directory: Path, stem: str) -> Path:
-    """``<stem>.dump``, or ``<stem>.<n>.dump`` when that (or its metadata) already exists."""
-    final = directory / f"{stem}{SUFFIX}"
-    n = 1
-    while final.exists() or final.with_suffix(".json").exists():
-        n += 1
-        final = directory / f"{stem}.{n}{SUFFIX}"
-    return final
+def kind_of(label: str | None) -> str:
+    """``safety`` for the labels of Moorage's own before-a-change backups, else ``ordinary``."""
+    return "safety" if label in SAFETY_LABELS else "ordinary"
+
+
+def claim_path(directory: Path, stem: str) -> tuple[Path, int]:
+    """A free ``<stem>[.<n>].dump``, its ``.partial`` created and locked: (final path, locked descriptor).
+
+    The partial file is born locked (a locked temporary file linked to its
+    name, which fails if the name exists), so two runs in the same second
+    never get the same name, and no run ever sees the other's partial file
+    unlocked and takes it for a leftover. A name whose ``.dump`` or metadata
+    exists is skipped.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".claim{PARTIAL}", dir=directory)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for n in itertools.count(1):
+            final = directory / (f"{stem}{SUFFIX}" if n == 1 else f"{stem}.{n}{SUFFIX}")
+            partial = final.with_name(final.name + PARTIAL)
+            if final.exists() or final.with_suffix(".json").exists():
+                continue
+            try:
+                os.link(tmp, partial)
+            except FileExistsError:
+                continue  # another run is writing a backup of that name right now
+            if final.exists():  # committed between the check and the claim
+                partial.unlink(missing_ok=True)
+                continue
+            return final, fd
+        raise AssertionError("unreachable")  # pragma: no cover - count() never ends
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------- backups
@@ -84,6 +123,23 @@ class Backup:
         return self.problem is None
 
     @property
+    def kind(self) -> str:
+        """``safety`` (taken by Moorage before a change; restored only by name) or ``ordinary``."""
+        recorded = (self.meta or {}).get("kind")
+        if recorded in ("safety", "ordinary"):
+            return recorded
+        label = re.sub(r"\.\d+$", "", self.name).rsplit("-", 2)  # backups made before the kind was recorded
+        return kind_of("-".join(label[-2:]))
+
+    @property
+    def kind_label(self) -> str:
+        """What ``backup.list`` shows: ``safety (pre-restore)`` or ``ordinary``."""
+        if self.kind != "safety":
+            return "ordinary"
+        label = (self.meta or {}).get("label")
+        return f"safety ({label})" if label else "safety"
+
+    @property
     def created(self) -> dt.datetime | None:
         if self.meta and self.meta.get("finished_at"):
             return dt.datetime.fromisoformat(self.meta["finished_at"])
@@ -93,6 +149,7 @@ class Backup:
     def row(self) -> dict[str, Any]:
         m = self.meta or {}
         return {"name": self.name, "path": str(self.path), "status": "ok" if self.valid else self.problem,
+                "kind": self.kind, "label": m.get("label"),
                 "created": self.created.isoformat() if self.created else None, "size": m.get("size"),
                 "environment": m.get("environment"), "database": m.get("database"),
                 "alembic_heads": m.get("alembic_heads"), "sha256": m.get("sha256")}
@@ -125,11 +182,15 @@ def list_backups(directory: Path) -> list[Backup]:
 
 
 def find_backup(directory: Path, ref: str) -> Backup:
-    """``latest`` (newest valid backup), a name (with or without .dump) or a path."""
+    """``latest`` (newest valid ordinary backup), a name (with or without .dump) or a path."""
     if ref == "latest":
-        for b in list_backups(directory):
-            if b.valid:
+        valid = [b for b in list_backups(directory) if b.valid]
+        for b in valid:
+            if b.kind == "ordinary":
                 return b
+        if valid:
+            raise UserError(f"no ordinary backup in {directory}, only safety backups (newest: {valid[0].name})",
+                            "safety backups are restored by name: see inv backup.list")
         raise UserError(f"no valid backup in {directory}", "create one with: inv backup.create")
     candidates = [Path(ref)] if os.sep in ref else []
     candidates += [directory / ref, directory / f"{ref}{SUFFIX}"]
@@ -156,7 +217,7 @@ def partial_files(directory: Path) -> list[Path]:
 
 
 def is_stale(path: Path) -> bool:
-    """A partial file nobody holds the lock on: its writer is gone."""
+    """A partial file nobody holds the lock on: its writer is gone (partial files are born locked)."""
     try:
         with open(path, "rb") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -20,21 +20,42 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UserError
+from .reader import Reader as _Reader
+from .values import load_values, load_yaml, merge, yaml_loader  # noqa: F401 - re-exported
 
 CONFIG_FILE = "invoke.yaml"
 #: where db.* find the backend's Alembic configuration (invoke config ``db.alembic_ini``)
 DEFAULT_ALEMBIC_INI = "app/backend/alembic.ini"
 #: allowed values of an environment's ``cluster:``; moorage.cluster detects the kind for "auto"
-CLUSTER_KINDS = ("auto", "minikube", "kind", "k3d", "docker-desktop", "containerd-local", "remote")
+CLUSTER_KINDS = ("auto", "minikube", "kind", "k3d", "docker-desktop", "rancher-desktop", "colima", "orbstack",
+                 "microk8s", "containerd-local", "local-engine", "remote")
 ENV_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 IMAGE_NAME_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 DNS_LABEL_RE = ENV_NAME_RE
+DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class SyncRule:
+    """Files ``dev.watch`` copies into running containers: ``src`` a glob from the project root whose part
+    below its fixed prefix (:attr:`base`) goes under ``dest``; ``then``: ``reload``, ``restart`` or a command."""
+
+    src: str
+    dest: str
+    then: str = "reload"
+
+    @property
+    def base(self) -> str:
+        parts = self.src.split("/")
+        fixed = next((i for i, part in enumerate(parts) if set(part) & set("*?[")), len(parts))
+        return "/".join(parts[:fixed])
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,9 @@ class Image:
     build_args: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
     values_key: str = ""
+    values_style: str = "split"  # "split": {repository, tag}; "string": "repository:tag"
+    pull_policy: str | None = None  # written as pullPolicy beside repository and tag
+    sync: tuple[SyncRule, ...] = ()  # files dev.watch copies into running containers
 
     @property
     def values_path(self) -> str:
@@ -67,9 +91,35 @@ class SmokeCheck:
 
 
 @dataclass(frozen=True)
+class SecretSpec:
+    """A Secret made from ``.env`` keys before the chart is installed (``data``: Secret key → .env key)."""
+
+    name: str
+    data: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Prerequisites:
+    """Objects the chart expects to exist before it is installed."""
+
+    manifests: tuple[Path, ...] = ()  # YAML files or folders of them, applied server-side
+    secrets: tuple[SecretSpec, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.manifests or self.secrets)
+
+    def __add__(self, other: Prerequisites) -> Prerequisites:
+        return Prerequisites(self.manifests + other.manifests, self.secrets + other.secrets)
+
+    @property
+    def env_keys(self) -> tuple[str, ...]:
+        return tuple(key for spec in self.secrets for key in spec.data.values())
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
-    values_file: Path
+    values_files: tuple[Path, ...]  # in the order Helm applies them, after the chart's defaults
     namespace: str
     context: str | None = None
     cluster: str = "auto"
@@ -79,6 +129,12 @@ class Environment:
     start_minikube: bool = False
     required_secrets: tuple[str, ...] = ()
     smoke: tuple[SmokeCheck, ...] = ()
+    prerequisites: Prerequisites = Prerequisites()
+
+    @property
+    def values_file(self) -> Path:
+        """The environment's own (last, winning) values file, named in messages."""
+        return self.values_files[-1]
 
 
 @dataclass(frozen=True)
@@ -93,6 +149,7 @@ class Project:
     secrets: Mapping[str, str]
     environments: Mapping[str, Environment]
     default_env: str
+    service_template: str = "{release}-{name}"
 
     def env(self, name: str | None = None) -> Environment:
         """The named environment (default: MOORAGE_ENV, then config, then 'dev')."""
@@ -119,92 +176,12 @@ class Project:
         return f"{selector},app.kubernetes.io/component={component}" if component else selector
 
     def service_name(self, name: str) -> str:
-        """The full name of the release's Service ``name``."""
-        return f"{self.release}-{name}"
+        """The full name of the release's Service ``name`` (``service_name`` template of the config)."""
+        return self.service_template.format(release=self.release, name=name)
 
     def production_contexts(self) -> dict[str, str]:
         """Kube contexts that some production environment names, mapped to that environment."""
         return {e.context: e.name for e in self.environments.values() if e.production and e.context}
-
-
-class _Reader:
-    """Typed access to a raw mapping, with errors that name the key and the file."""
-
-    def __init__(self, raw: Mapping[str, Any], where: str, source: str):
-        if not isinstance(raw, Mapping):
-            raise ConfigError(f"{where} in {source} must be a mapping, got {type(raw).__name__}",
-                              f"fix {where} in {source}")
-        self.raw = raw
-        self.where = where
-        self.source = source
-
-    def _bad(self, key: str, expected: str, value: Any) -> ConfigError:
-        return ConfigError(
-            f"{self.where}.{key} in {self.source} must be {expected}, got {value!r}",
-            f"fix {self.where}.{key} in {self.source}",
-        )
-
-    def unknown(self, allowed: set[str]) -> None:
-        extra = sorted(set(self.raw) - allowed)
-        if extra:
-            raise ConfigError(
-                f"unknown key {self.where}.{extra[0]} in {self.source}",
-                f"remove it or use one of: {', '.join(sorted(allowed))}",
-            )
-
-    def str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
-        value = self.raw.get(key, default)
-        if value is None:
-            if required:
-                raise ConfigError(f"{self.where}.{key} is missing in {self.source}",
-                                  f"add {self.where}.{key} to {self.source}")
-            return None
-        if not isinstance(value, str) or (required and not value.strip()):
-            raise self._bad(key, "a non-empty string" if required else "a string", value)
-        return value
-
-    def int(self, key: str, default: int | None, *, minimum: int = 0) -> int | None:
-        value = self.raw.get(key, default)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self._bad(key, f"an integer >= {minimum}", value)
-        return value
-
-    def bool(self, key: str, default: bool) -> bool:
-        value = self.raw.get(key, default)
-        if not isinstance(value, bool):
-            raise self._bad(key, "true or false", value)
-        return value
-
-    def str_list(self, key: str) -> tuple[str, ...]:
-        value = self.raw.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self._bad(key, "a list of strings", value)
-        return tuple(value)
-
-    def str_map(self, key: str) -> dict[str, str]:
-        value = self.raw.get(key, {}) or {}
-        if not isinstance(value, Mapping):
-            raise self._bad(key, "a mapping of strings", value)
-        out = {}
-        for k, v in value.items():
-            if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-                raise self._bad(f"{key}.{k}", "a string", v)
-            out[str(k)] = str(v)
-        return out
-
-    def list(self, key: str) -> list[Any]:
-        value = self.raw.get(key, [])
-        if not isinstance(value, list):
-            raise self._bad(key, "a list", value)
-        return value
-
-    def map(self, key: str) -> Mapping[str, Any]:
-        value = self.raw.get(key, {}) or {}
-        if not isinstance(value, Mapping):
-            raise self._bad(key, "a mapping", value)
-        return value
 
 
 def load_project(raw: Mapping[str, Any] | None, root: Path | str, source: str = CONFIG_FILE) -> Project:
@@ -212,7 +189,7 @@ def load_project(raw: Mapping[str, Any] | None, root: Path | str, source: str = 
     root = Path(root).resolve()
     top = _Reader(raw or {}, "moorage", source)
     top.unknown({"root", "release", "chart", "environments_dir", "backups_dir", "diagnostics_dir",
-                 "images", "secrets", "environments", "default_env"})
+                 "images", "secrets", "environments", "default_env", "service_name", "prerequisites"})
     release = top.str("release", "moorage", required=True)
     if not DNS_LABEL_RE.match(release):
         raise top._bad("release", "a DNS label (lowercase letters, digits, '-')", release)
@@ -227,7 +204,11 @@ def load_project(raw: Mapping[str, Any] | None, root: Path | str, source: str = 
     secrets = top.str_map("secrets")
     env_dir = root / top.str("environments_dir", "environments", required=True)
     sections = top.map("environments")
-    environments = discover_environments(env_dir, release, sections, source)
+    environments = discover_environments(env_dir, release, sections, source, root)
+    shared = prerequisites(top.map("prerequisites"), "moorage.prerequisites", source, root)
+    if shared:
+        environments = {name: replace(env, prerequisites=shared + env.prerequisites)
+                        for name, env in environments.items()}
     return Project(
         root=root,
         release=release,
@@ -239,12 +220,22 @@ def load_project(raw: Mapping[str, Any] | None, root: Path | str, source: str = 
         secrets=secrets,
         environments=environments,
         default_env=top.str("default_env", "dev", required=True),
+        service_template=_service_template(top),
     )
+
+
+def _service_template(top: _Reader) -> str:
+    template = top.str("service_name", "{release}-{name}", required=True)
+    fields = set(re.findall(r"\{([^}]*)\}", template))
+    if "name" not in fields or fields - {"release", "name"}:
+        raise top._bad("service_name", "a template with {name} and optionally {release}", template)
+    return template
 
 
 def _image(item: Any, index: int, source: str) -> Image:
     r = _Reader(item, f"moorage.images[{index}]", source)
-    r.unknown({"name", "dockerfile", "context", "build_args", "target", "values_key"})
+    r.unknown({"name", "dockerfile", "context", "build_args", "target", "values_key", "values_style",
+               "pull_policy", "sync"})
     name = r.str("name", required=True)
     if not IMAGE_NAME_RE.match(name):
         raise ConfigError(
@@ -258,8 +249,37 @@ def _image(item: Any, index: int, source: str) -> Image:
         build_args={k: expand(v, f"moorage.images[{index}].build_args.{k}", source)
                     for k, v in r.str_map("build_args").items()},
         target=r.str("target"),
-        values_key=r.str("values_key", "") or "",
+        values_key=_values_key(r),
+        values_style=r.choice("values_style", ("split", "string"), "split"),
+        pull_policy=r.choice("pull_policy", ("Always", "IfNotPresent", "Never"), None),
+        sync=tuple(_sync_rule(rule, f"{r.where}.sync[{i}]", source) for i, rule in enumerate(r.list("sync"))),
     )
+
+
+def _sync_rule(item: Any, where: str, source: str) -> SyncRule:
+    r = _Reader(item, where, source)
+    r.unknown({"src", "dest", "then"})
+    src, dest = r.str("src", required=True).strip().rstrip("/"), r.str("dest", required=True).strip()
+    if src.startswith("/") or ".." in src.split("/"):
+        raise r._bad("src", "a glob relative to the project root (no leading '/', no '..')", src)
+    if not dest.startswith("/"):
+        raise r._bad("dest", "an absolute path in the container", dest)
+    then = r.str("then", "reload", required=True).strip()
+    try:
+        shlex.split(then)
+    except ValueError:
+        raise r._bad("then", "reload, restart or a command line", then) from None
+    return SyncRule(src, dest.rstrip("/") or "/", then)
+
+
+_VALUES_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+(\[\d+\])*(\.[A-Za-z0-9_-]+(\[\d+\])*)*$")
+
+
+def _values_key(r: _Reader) -> str:
+    key = r.str("values_key", "") or ""
+    if key and not _VALUES_KEY_RE.match(key):
+        raise r._bad("values_key", "a dotted values path such as backend.image or workers[0].image", key)
+    return key
 
 
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -286,24 +306,53 @@ def expand(value: str, where: str, source: str, environ: Mapping[str, str] | Non
 
 
 def discover_environments(env_dir: Path, release: str, sections: Mapping[str, Any],
-                          source: str = CONFIG_FILE) -> dict[str, Environment]:
-    """One Environment per ``<env_dir>/<name>.yaml``, merged with its config section."""
+                          source: str = CONFIG_FILE, root: Path | None = None) -> dict[str, Environment]:
+    """One Environment per ``<env_dir>/<name>.yaml``, merged with its config section.
+
+    A section may instead list its own ``values`` files (any paths, relative to the project):
+    a chart's ``values-local.yaml`` works as it is, with no file under ``env_dir``.
+    """
+    root = root or env_dir.parent
     files = sorted(env_dir.glob("*.yaml")) if env_dir.is_dir() else []
-    found = {f.stem: f for f in files if ENV_NAME_RE.match(f.stem)}
+    found = {f.stem: (f,) for f in files if ENV_NAME_RE.match(f.stem)}
+    for name, raw in sections.items():
+        listed = (raw or {}).get("values") if isinstance(raw, Mapping) else None
+        if listed is not None:
+            found[name] = _values_files(name, listed, root, source)
     orphans = sorted(set(sections) - set(found))
     if orphans:
         raise ConfigError(
             f"moorage.environments.{orphans[0]} in {source} has no values file {env_dir.name}/{orphans[0]}.yaml",
-            f"create {env_dir.name}/{orphans[0]}.yaml or remove the section",
+            f"create {env_dir.name}/{orphans[0]}.yaml, list its files under values:, or remove the section",
         )
-    return {name: _environment(name, path, release, sections.get(name) or {}, source)
-            for name, path in found.items()}
+    bad = sorted(n for n in found if not ENV_NAME_RE.match(n))
+    if bad:
+        raise ConfigError(f"environment name '{bad[0]}' in {source} is not a DNS label",
+                          "use lowercase letters, digits and '-'")
+    return {name: _environment(name, paths, release, sections.get(name) or {}, source, root)
+            for name, paths in sorted(found.items())}
 
 
-def _environment(name: str, values_file: Path, release: str, raw: Mapping[str, Any], source: str) -> Environment:
+def _values_files(name: str, listed: Any, root: Path, source: str) -> tuple[Path, ...]:
+    where = f"moorage.environments.{name}.values"
+    if not isinstance(listed, list) or not listed or not all(isinstance(v, str) and v for v in listed):
+        raise ConfigError(f"{where} in {source} must be a non-empty list of file paths",
+                          f"e.g. values: [chart/values-{name}.yaml]")
+    paths = []
+    for i, item in enumerate(listed):
+        path = Path(item) if Path(item).is_absolute() else root / item
+        if not path.is_file():
+            raise ConfigError(f"{where}[{i}] in {source}: {item} does not exist",
+                              f"create {item} or fix the path (relative to {root})")
+        paths.append(path)
+    return tuple(paths)
+
+
+def _environment(name: str, values_files: tuple[Path, ...], release: str, raw: Mapping[str, Any],
+                 source: str, root: Path) -> Environment:
     r = _Reader(raw, f"moorage.environments.{name}", source)
     r.unknown({"namespace", "context", "cluster", "registry", "production", "timeout",
-               "start_minikube", "required_secrets", "smoke"})
+               "start_minikube", "required_secrets", "smoke", "values", "prerequisites"})
     cluster = r.str("cluster", "auto", required=True)
     if cluster not in CLUSTER_KINDS:
         raise r._bad("cluster", f"one of {', '.join(CLUSTER_KINDS)}", cluster)
@@ -313,7 +362,7 @@ def _environment(name: str, values_file: Path, release: str, raw: Mapping[str, A
     smoke = tuple(_smoke(item, f"{r.where}.smoke[{i}]", source) for i, item in enumerate(r.list("smoke")))
     return Environment(
         name=name,
-        values_file=values_file,
+        values_files=values_files,
         namespace=namespace,
         context=r.str("context"),
         cluster=cluster,
@@ -323,7 +372,33 @@ def _environment(name: str, values_file: Path, release: str, raw: Mapping[str, A
         start_minikube=r.bool("start_minikube", False),
         required_secrets=r.str_list("required_secrets"),
         smoke=smoke,
+        prerequisites=prerequisites(r.map("prerequisites"), f"{r.where}.prerequisites", source, root),
     )
+
+
+def prerequisites(raw: Mapping[str, Any], where: str, source: str, root: Path) -> Prerequisites:
+    """``prerequisites: {manifests: [paths], secrets: [{name, data: {SECRET_KEY: ENV_KEY}}]}``."""
+    r = _Reader(raw, where, source)
+    r.unknown({"manifests", "secrets"})
+    manifests = []
+    for i, item in enumerate(r.str_list("manifests")):
+        path = root / item
+        if not path.exists():
+            raise ConfigError(f"{where}.manifests[{i}] in {source}: {item} does not exist",
+                              f"fix the path (relative to {root}) or create it")
+        manifests.append(path)
+    secrets = []
+    for i, item in enumerate(r.list("secrets")):
+        s = _Reader(item, f"{where}.secrets[{i}]", source)
+        s.unknown({"name", "data"})
+        name = s.str("name", required=True)
+        if not DNS_SUBDOMAIN_RE.match(name):
+            raise s._bad("name", "a Kubernetes object name (lowercase letters, digits, '-', '.')", name)
+        data = s.str_map("data")
+        if not data:
+            raise s._bad("data", "a mapping of Secret key to .env key", data)
+        secrets.append(SecretSpec(name, data))
+    return Prerequisites(tuple(manifests), tuple(secrets))
 
 
 def _smoke(item: Any, where: str, source: str) -> SmokeCheck:
@@ -347,42 +422,6 @@ def _missing(r: _Reader, key: str):
     raise ConfigError(f"{r.where}.{key} is missing in {r.source}", f"add {r.where}.{key} to {r.source}")
 
 
-def yaml_loader():
-    """libyaml's loader when PyYAML was built with it (several times faster on big manifests)."""
-    import yaml
-
-    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def load_yaml(path: Path) -> Any:
-    """Parse a YAML file; a syntax error names the file and line."""
-    import yaml
-
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist", f"create {path}") from None
-    try:
-        return yaml.load(text, Loader=yaml_loader())  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"malformed YAML in {where}: {problem}",
-                          f"fix the syntax at {where}") from None
-
-
-def load_values(env: Environment) -> dict[str, Any]:
-    """The environment's values overlay, checked to be a YAML mapping."""
-    data = load_yaml(env.values_file)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{env.values_file} must hold a YAML mapping of Helm values, got {type(data).__name__}",
-                          f"make the top level of {env.values_file} a mapping")
-    return data
-
-
 def load_secrets(project: Project, env: Environment, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Layered secrets: ``.env``, then ``.env.<env>``, then the process environment.
 
@@ -390,7 +429,7 @@ def load_secrets(project: Project, env: Environment, environ: Mapping[str, str] 
     are returned. A required key that is missing or empty is a ConfigError.
     """
     environ = os.environ if environ is None else environ
-    wanted = set(project.secrets) | set(env.required_secrets)
+    wanted = set(project.secrets) | set(env.required_secrets) | set(env.prerequisites.env_keys)
     merged: dict[str, str] = {}
     for path in (project.root / ".env", project.root / f".env.{env.name}"):
         if path.is_file():
@@ -400,7 +439,7 @@ def load_secrets(project: Project, env: Environment, environ: Mapping[str, str] 
     for key in wanted:
         if key in environ:
             merged[key] = environ[key]
-    for key in env.required_secrets:
+    for key in (*env.required_secrets, *env.prerequisites.env_keys):
         if not merged.get(key, "").strip():
             raise ConfigError(
                 f"required secret {key} for environment '{env.name}' is missing or empty",

@@ -157,6 +157,33 @@ def save_output(what: str, command: str, stdout: str, stderr: str) -> Path | Non
         return None
 
 
+def start(args: Sequence[str], *, env: Mapping[str, str] | None = None, secrets: Iterable[str] = (),
+          **popen: object) -> subprocess.Popen:
+    """Start ``args`` for a caller that streams to or from it (``run`` hands back a finished child's output).
+
+    The command is logged redacted; a missing program is ToolMissing; ``env``
+    is added to the current environment; ``popen`` goes to Popen (stdin,
+    stdout, stderr, cwd, text...). The child dies with Moorage: on Linux it is
+    started through ``setpriv --pdeathsig TERM``, which sets the parent-death
+    signal in the child and execs the program, so no Python runs between fork
+    and exec (``preexec_fn`` can deadlock the child when other threads hold
+    locks, and a new session would keep Ctrl-C and a group kill from reaching
+    it). The signal follows the *thread* that forked: call this from the
+    thread that waits for the child. Without setpriv it is started plainly.
+    """
+    args = [str(a) for a in args]
+    secrets = [s for s in secrets if s]
+    program = args[0] if os.sep in args[0] else which(args[0])
+    log.debug("start: %s", render(args, secrets))
+    wrapper = shutil.which("setpriv") if os.name == "posix" else None
+    argv = [wrapper, "--pdeathsig", "TERM", "--", program, *args[1:]] if wrapper else [program, *args[1:]]
+    child_env = {**os.environ, **env} if env is not None else None
+    if not os.path.exists(program):
+        raise ToolMissing(f"'{args[0]}' is not installed or not on PATH",
+                          INSTALL_HINTS.get(os.path.basename(args[0]), f"install {args[0]}"))
+    return subprocess.Popen(argv, env=child_env, **popen)  # type: ignore[call-overload]
+
+
 def _communicate(proc: subprocess.Popen, input: str | None, timeout: float, shield: bool) -> tuple[str, str]:
     try:
         return proc.communicate(input=input, timeout=timeout)

@@ -1,6 +1,8 @@
-"""Builds: one image into an engine through docker-py, following the legacy builder's stream for progress.
+"""Builds: one image into an engine, with BuildKit (``buildkit``) or docker-py's legacy builder.
 
-docker-py is imported lazily.
+:func:`build_image` takes the :class:`~moorage.images.buildkit.Builder` that
+``choose_builder`` picked for the engine; the legacy path follows the legacy
+builder's JSON stream for progress. docker-py is imported lazily.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 
 from ..core.errors import OperationFailed
 from ..core.report import Reporter
-from .context import BuildContext, write_context_tar
+from .buildkit import Builder, build_with_buildkit
+from .context import BuildContext, ca_source, write_context_tar
 from .tags import ImageState
 
 LOG_TAIL_LINES = 12
@@ -65,20 +68,31 @@ class BuildStream:
         )
 
 
-def build_image(client, state: ImageState, ctx: BuildContext, *, reporter: Reporter,
+def build_image(client, state: ImageState, ctx: BuildContext, *, reporter: Reporter, builder: Builder | None = None,
                 ca_bundle: Path | None = None, log_dir: Path | None = None, nocache: bool = False) -> str:
     """Build one image into ``client``'s engine, streaming progress; returns the image ID.
 
-    A failed step raises OperationFailed naming the image, the step and the last
-    lines of its output. The full log is kept in ``log_dir``.
+    With a BuildKit ``builder`` the CA bundle is a build secret; with the legacy
+    builder (also when ``builder`` is None) it is sent in the context. A failed
+    step raises OperationFailed naming the image, the step and the last lines of
+    its output. The full log is kept in ``log_dir``.
     """
+    log_path = log_dir / f"build-{state.name.replace('/', '_')}.log" if log_dir is not None else None
+    ca_file = ca_source(ctx, ca_bundle)
+    if builder is not None and builder.kind == "buildkit":
+        return build_with_buildkit(builder, state, ctx, reporter=reporter, ca_file=ca_file, log_path=log_path,
+                                   nocache=nocache)
+    return _build_legacy(client, state, ctx, reporter=reporter, ca_file=ca_file, log_path=log_path, nocache=nocache)
+
+
+def _build_legacy(client, state: ImageState, ctx: BuildContext, *, reporter: Reporter, ca_file: Path | None,
+                  log_path: Path | None, nocache: bool) -> str:
     from docker.errors import APIError
 
     labels = state.labels()
     stream = BuildStream(state.name, state.steps + len(labels))  # the legacy builder adds a LABEL step per label
-    log_path = log_dir / f"build-{state.name.replace('/', '_')}.log" if log_dir is not None else None
     with tempfile.SpooledTemporaryFile(max_size=64 << 20) as tar:
-        write_context_tar(ctx, tar, ca_bundle)
+        write_context_tar(ctx, tar, ca_file)
         tar.seek(0)
         with reporter.progress(f"build {state.name}", total=stream.total) as bar:
             try:

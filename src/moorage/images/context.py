@@ -6,8 +6,10 @@ same walk produces the deterministic tar that is sent to the engine, and each
 file is re-hashed while it is written, so what is hashed is what is built.
 
 A proxy CA bundle (``MOORAGE_CA_BUNDLE``, or a ``moorage-ca.crt`` at the
-context root) is sent as ``moorage-ca.crt`` but never hashed: it changes no
-image content that matters.
+context root) is never hashed (it changes no image content that matters) and
+never part of the context BuildKit gets: there it is a build secret
+(``moorage.images.buildkit``). Only the legacy builder, which has no secrets,
+receives it in its context tar as ``moorage-ca.crt``.
 """
 
 from __future__ import annotations
@@ -185,8 +187,9 @@ class _Walk:
                 continue  # Moorage's own state is never context
             st = item.stat(follow_symlinks=False)
             if not rel_dir and item.name == CA_ARCNAME:
-                # The proxy CA changes no image content that matters: sent, not hashed.
-                if stat.S_ISREG(st.st_mode) and not matcher.excluded(rel):
+                # The proxy CA changes no image content that matters: a build secret (or, for the
+                # legacy builder, sent beside the context), never hashed, whatever the ignore rules say.
+                if stat.S_ISREG(st.st_mode):
                     self.ca_file = path
                 continue
             is_dir = stat.S_ISDIR(st.st_mode)
@@ -210,9 +213,8 @@ def write_context_tar(ctx: BuildContext, fileobj, ca_bundle: Path | None = None)
 
     Each file is re-hashed as it is written; if it no longer matches the digest
     the tag was computed from, the build stops instead of building something else.
-    The CA bundle (``ca_bundle``, else a ``moorage-ca.crt`` already at the
-    context root) is added as ``moorage-ca.crt`` at the root; it is not part of
-    the tag. Without one, no such file is sent.
+    ``ca_bundle`` is for the legacy builder only (it has no build secrets): it
+    is added as ``moorage-ca.crt`` at the root, and is not part of the tag.
     """
     with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for e in ctx.entries:
@@ -231,17 +233,28 @@ def write_context_tar(ctx: BuildContext, fileobj, ca_bundle: Path | None = None)
                                           "re-run the build once the file is saved")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
-        source = ca_bundle or ctx.ca_file
-        if source is None:
+        if ca_bundle is None:
             return
         try:
-            ca = Path(source).read_bytes()
+            ca = Path(ca_bundle).read_bytes()
         except OSError:
-            raise UserError(f"CA bundle {source} cannot be read",
+            raise UserError(f"CA bundle {ca_bundle} cannot be read",
                             f"point {CA_ENV} at a readable PEM file or unset it") from None
         info = tarfile.TarInfo(CA_ARCNAME)
         info.mode, info.mtime, info.size = 0o644, TAR_MTIME, len(ca)
         tar.addfile(info, io.BytesIO(ca))
+
+
+def ca_source(ctx: BuildContext, ca_bundle: Path | None) -> Path | None:
+    """The CA bundle a build gets: ``ca_bundle`` (MOORAGE_CA_BUNDLE), else a moorage-ca.crt at the context root."""
+    source = ca_bundle or ctx.ca_file
+    if source is None:
+        return None
+    path = Path(source)
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise UserError(f"CA bundle {source} cannot be read",
+                        f"point {CA_ENV} at a readable PEM file or unset it")
+    return path
 
 
 def ca_bundle_from_env(environ: Mapping[str, str] | None = None) -> Path | None:

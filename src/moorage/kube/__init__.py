@@ -1,8 +1,9 @@
 """The Kubernetes foundation: everything above it talks to the cluster through this package.
 
-* :mod:`.client`: kubeconfig and contexts, the ``ApiClient`` of a context
+* :mod:`.api`: kubeconfig and contexts, the ``ApiClient`` of a context
   (:func:`client`), the reachability check, client errors turned into the
   project's errors, the retry policy.
+* :mod:`.namespaces`: whether a namespace is being deleted, waiting until it is gone.
 * :mod:`.pods`: :func:`pod_ready`, THE rule for a ready pod; listing pods.
 * :mod:`.logs`: a container's log, :func:`follow_log` (THE log follower),
   the logs of a selector's pods.
@@ -28,14 +29,20 @@ from .api import (
     read_json,
     resolve_context,
     retrying,
+    server_url,
     unreachable,
 )
+from .apply import apply
 from .exec import ExecResult, exec_stream
 from .logs import follow_log, pod_log, stream_logs
+from .namespaces import namespace_deletion, wait_namespace_deleted
 from .pods import list_pods, pod_ready
 from .portforward import pod_port_forward, port_forward, resolve_service_target, service_port
+from .rollouts import stop_previous
 
 __all__ = [
+    "apply",
+    "stop_previous",
     "ExecResult",
     "api_error",
     "client",
@@ -49,6 +56,7 @@ __all__ = [
     "iter_lines",
     "kubeconfig_path",
     "list_pods",
+    "namespace_deletion",
     "ping",
     "pod_log",
     "pod_port_forward",
@@ -58,7 +66,9 @@ __all__ = [
     "resolve_context",
     "resolve_service_target",
     "retrying",
+    "server_url",
     "service_port",
     "stream_logs",
     "unreachable",
+    "wait_namespace_deleted",
 ]

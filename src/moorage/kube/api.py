@@ -30,20 +30,56 @@ def kubeconfig_path(kubeconfig: str | os.PathLike[str] | None = None) -> str:
 
 
 def contexts(kubeconfig: str | os.PathLike[str] | None = None) -> tuple[list[str], str | None]:
-    """The context names of the kubeconfig and its current context (None if it has none)."""
-    from kubernetes.config.config_exception import ConfigException
-    from kubernetes.config.kube_config import list_kube_config_contexts
+    """The context names of the kubeconfig and its current context (None if it has none).
 
+    ``$KUBECONFIG`` may list several files: as kubectl merges them, the first
+    file that sets a context or the current context wins. A file that is not
+    YAML, or not a kubeconfig, is a :class:`UserError` naming the file (and line).
+    """
     path = kubeconfig_path(kubeconfig)
     files = [os.path.expanduser(p) for p in path.split(os.pathsep) if p]
-    if not any(os.path.exists(f) for f in files):
+    existing = [f for f in files if os.path.exists(f)]
+    if not existing:
         raise UserError(f"no kubeconfig found at {path}",
                         hint=f"set KUBECONFIG or create it (minikube start / kind create cluster); {GET_CONTEXTS}")
+    names: list[str] = []
+    current: str | None = None
+    for file in existing:
+        doc = _load_kubeconfig(file)
+        for entry in doc.get("contexts") or []:
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if not isinstance(name, str) or not name:
+                raise UserError(f"kubeconfig {file} has a context without a name",
+                                hint=f"give each entry of 'contexts' a name; check it with {GET_CONTEXTS}")
+            if name not in names:
+                names.append(name)
+        current = current or doc.get("current-context") or None
+    return names, current
+
+
+def _load_kubeconfig(file: str) -> dict[str, Any]:
+    """One kubeconfig file as a mapping; UserError naming the file and line if it is not one."""
+    import yaml
+
+    fix = f"fix it or point KUBECONFIG at a good one ({GET_CONTEXTS})"
     try:
-        found, current = list_kube_config_contexts(path)
-    except ConfigException as exc:
-        raise UserError(f"kubeconfig {path} is unusable: {exc}", hint=f"check it with {GET_CONTEXTS}") from None
-    return [c["name"] for c in found or []], (current or {}).get("name")
+        with open(file, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file} line {mark.line + 1}" if mark is not None else file
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"kubeconfig {where} is not valid YAML: {problem}", hint=fix) from None
+    except UnicodeDecodeError:
+        raise UserError(f"kubeconfig {file} is not a text file (UTF-8)", hint=fix) from None
+    except OSError as exc:
+        raise UserError(f"kubeconfig {file} cannot be read: {exc.strerror or exc}", hint=fix) from None
+    if doc is None:
+        return {}  # an empty file: kubectl reads it as an empty config
+    if not isinstance(doc, dict) or not isinstance(doc.get("contexts") or [], list):
+        raise UserError(f"kubeconfig {file} is not a kubeconfig (a mapping with clusters, users and a list "
+                        f"of contexts)", hint=fix)
+    return doc
 
 
 def current_context(kubeconfig: str | os.PathLike[str] | None = None) -> str | None:
@@ -55,16 +91,22 @@ def resolve_context(context: str | None, kubeconfig: str | os.PathLike[str] | No
     """The context that will be used: ``context`` if it exists, else the current one. UserError otherwise."""
     path = kubeconfig_path(kubeconfig)
     names, current = contexts(path)
-    name = context or current
-    if not name:
-        raise UserError(f"kubeconfig {path} has no current context",
+    known = ", ".join(names) or "none"
+    if context:
+        if context not in names:
+            raise UserError(f"kube context '{context}' is not in {path} (known: {known})",
+                            hint=f"create the cluster for '{context}' or set the environment's context to one "
+                                 f"listed by {GET_CONTEXTS}")
+        return context
+    if not current:
+        raise UserError(f"kubeconfig {path} has no current-context",
                         hint=f"set the environment's context or run `kubectl config use-context NAME` ({GET_CONTEXTS})")
-    if name not in names:
-        known = ", ".join(names) or "none"
-        raise UserError(f"kube context '{name}' is not in {path} (known: {known})",
-                        hint=f"create the cluster for '{name}' or set the environment's context to one listed by "
-                             f"{GET_CONTEXTS}")
-    return name
+    if current not in names:
+        raise UserError(f"kubeconfig {path}: its current-context '{current}' is not one of its contexts "
+                        f"(known: {known})",
+                        hint=f"run `kubectl config use-context NAME` with one listed by {GET_CONTEXTS}, or set the "
+                             f"environment's context")
+    return current
 
 
 def client(context: str | None, kubeconfig: str | os.PathLike[str] | None = None, *,
@@ -152,7 +194,8 @@ def connection_reason(exc: BaseException) -> str:
     for needle, reason in (("refused", "connection refused"), ("timed out", "connection timed out"),
                            ("name or service not known", "unknown host"), ("nodename nor servname", "unknown host"),
                            ("certificate", "TLS certificate rejected"), ("ssl", "TLS error"),
-                           ("reset by peer", "connection reset")):
+                           ("reset by peer", "connection reset"), ("ended prematurely", "connection lost"),
+                           ("connection broken", "connection lost"), ("connection aborted", "connection lost")):
         if needle in lowered:
             return reason
     return text.splitlines()[0] if text else type(exc).__name__
@@ -165,11 +208,15 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Worth another try: connection failures, 5xx, 409 conflicts, 429. Never bad input."""
+    """Worth another try: connection failures, 429 Too Many Requests and 5xx. Never bad input.
+
+    Not 409 Conflict: replaying the create of an object that already exists, or
+    an update based on a stale resourceVersion, gets the same answer every time.
+    """
     from kubernetes.client.exceptions import ApiException
 
     if isinstance(exc, ApiException):
-        return exc.status is not None and (exc.status >= 500 or exc.status in (409, 429))
+        return exc.status is not None and (exc.status >= 500 or exc.status == 429)
     return is_connection_error(exc)
 
 

@@ -8,7 +8,7 @@ timeout. The modules, bottom up:
   pure (an object in, a state out), pod problems that fail a wait at once.
 * :mod:`.watch`: the watcher threads (list, watch, resume, re-list on 410
   Gone) and the informer cache the states are derived from.
-* :mod:`.engine`: :func:`wait_for` (decide after every event) and
+* :mod:`.wait`: :func:`wait_for` (decide after every event, say when the API server is unreachable) and
   :func:`snapshot` (one list per kind).
 * :mod:`.diagnostics`: :func:`explain_failure` on screen and
   :func:`collect_diagnostics`, a bundle for CI artifacts.
@@ -19,10 +19,11 @@ timeout. The modules, bottom up:
 from .diagnostics import collect_diagnostics, explain_failure
 from .rules import WAITABLE, PodProblem, Resource, ResourceState, State, Verdict, resources_in
 from .view import LiveView, wait_with_view
-from .wait import Result, snapshot, wait_for
+from .wait import ApiOutage, Result, snapshot, wait_for
 
 __all__ = [
     "WAITABLE",
+    "ApiOutage",
     "LiveView",
     "PodProblem",
     "Resource",

@@ -12,14 +12,18 @@ from ..core.errors import OperationFailed
 from ..core.report import Reporter
 from .diagnostics import collect_diagnostics, explain_failure
 from .rules import Resource, ResourceState, State
-from .wait import Result, wait_for
+from .wait import ApiOutage, Result, wait_for
 
 
 class LiveView:
     """A table of resources and states (rich Live on a terminal), else one plain line per change.
 
-    Use as ``with LiveView(reporter) as view: wait_for(..., on_change=view)``.
+    Use as ``with LiveView(reporter) as view: wait_for(..., on_change=view, on_outage=view.outage)``.
+    An API server that cannot be reached is said at once, then how long it has lasted (the table's
+    caption on a terminal, a line every :attr:`OUTAGE_EVERY` seconds otherwise), and again when it is back.
     """
+
+    OUTAGE_EVERY = 10.0  # seconds between two plain "still unreachable" lines
 
     def __init__(self, reporter: Reporter, title: str = "Waiting for the release to be ready"):
         self.reporter = reporter
@@ -27,6 +31,8 @@ class LiveView:
         self.states: dict[Resource, ResourceState] = {}
         self._live = None
         self._start = time.monotonic()
+        self._outage: ApiOutage | None = None
+        self._outage_said = 0.0  # the outage's length when a plain line last said it
 
     def __enter__(self) -> LiveView:
         if self.reporter.tty:
@@ -52,11 +58,41 @@ class LiveView:
         elif previous is None or (previous.state, previous.message) != (state.state, state.message):
             self.reporter.line(f"{state.line()}  [{time.monotonic() - self._start:.1f}s]")
 
+    def outage(self, outage: ApiOutage) -> None:
+        """The API server is unreachable (said at once, then how long), or back (``outage.over``)."""
+        if outage.over:
+            self._outage = None
+            self._say(f"API server {outage.server} is reachable again after {outage.seconds:.0f}s; "
+                      "the watches resumed")
+        elif self._outage is None:
+            self._outage, self._outage_said = outage, 0.0
+            self._say(f"API server {outage.server} is unreachable ({outage.reason}); "
+                      "the watches resume when it is back")
+        else:
+            self._outage = outage
+            if self._live is None and outage.seconds - self._outage_said >= self.OUTAGE_EVERY:
+                self._outage_said = outage.seconds
+                self._say(f"API server {outage.server} still unreachable after {outage.seconds:.0f}s "
+                          f"({outage.reason})")
+        if self._live is not None:
+            self._live.update(self._table(), refresh=True)
+
+    def _say(self, text: str) -> None:
+        stamp = f"  [{time.monotonic() - self._start:.1f}s]"
+        if self._live is not None:
+            self._live.console.print(text + stamp, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.reporter.line(text + stamp)
+
     def _table(self):
         from rich.table import Table
 
         styles = {State.READY: "green", State.FAILED: "bold red", State.PROGRESSING: "yellow", State.PENDING: "dim"}
-        table = Table("resource", "namespace", "state", "message", title=self.title)
+        caption = None
+        if self._outage is not None:
+            caption = (f"[bold red]API server {self._outage.server} unreachable for {self._outage.seconds:.0f}s "
+                       f"({self._outage.reason})[/]; the watches resume when it is back")
+        table = Table("resource", "namespace", "state", "message", title=self.title, caption=caption)
         for st in self.states.values():
             table.add_row(str(st.resource), st.resource.namespace, f"[{styles[st.state]}]{st.state}[/]", st.message)
         return table
@@ -73,7 +109,8 @@ def wait_with_view(api, resources: Iterable[Resource], timeout: float, reporter:
     """
     resources = list(resources)
     with LiveView(reporter) as view:
-        result = wait_for(api, resources, timeout, on_change=view, label_selector=label_selector)
+        result = wait_for(api, resources, timeout, on_change=view, label_selector=label_selector,
+                          on_outage=view.outage)
     if result.ok:
         reporter.ok(f"{len(resources)} resources ready in {result.elapsed:.1f}s")
         return result

@@ -6,6 +6,10 @@ event, so the verdict follows the last change by milliseconds (no polling).
 A workload that is already ready is not failed by a pod (an old pod going
 away, a later restart): readiness is about the rollout. :func:`snapshot` is
 the same decision from one list per kind, for status displays.
+
+While the API server cannot be reached, the watches keep reconnecting and
+``on_outage`` hears of it: at once, about every :data:`OUTAGE_TICK` seconds
+while it lasts, and when every watch has an answer again.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any
 from .. import kube
 from .rules import PodProblem, Resource, ResourceState, State, Verdict
 from .watch import JOIN_SECONDS, InformerCache, Watcher, list_objects, watch_keys
+
+OUTAGE_TICK = 1.0  # seconds between two reports of an outage in progress
 
 
 @dataclass
@@ -51,6 +57,16 @@ class Result:
                                "state": str(s.state), "message": s.message} for s in self.states.values()]}
 
 
+@dataclass(frozen=True)
+class ApiOutage:
+    """The watches cannot reach the API server (``server``) since ``seconds``; ``over``: they all can again."""
+
+    server: str
+    reason: str
+    seconds: float
+    over: bool = False
+
+
 def snapshot(api, resources: Iterable[Resource], *, label_selector: str | None = None) -> list[ResourceState]:
     """The current state of each resource from one list per kind (no watch): for status displays."""
     resources = list(dict.fromkeys(resources))
@@ -62,14 +78,16 @@ def snapshot(api, resources: Iterable[Resource], *, label_selector: str | None =
 
 def wait_for(api, resources: Iterable[Resource], timeout: float, *,
              on_change: Callable[[ResourceState], Any] | None = None,
-             label_selector: str | None = None) -> Result:
+             label_selector: str | None = None,
+             on_outage: Callable[[ApiOutage], Any] | None = None) -> Result:
     """Wait until every resource is ready, one fails, or ``timeout`` seconds pass.
 
     ``on_change`` is called (in the caller's thread) with each new state of a
     resource. ``label_selector`` narrows the watches (e.g. the release's
     ``app.kubernetes.io/instance=NAME``); the resources themselves must match it.
     A watch that cannot work at all (403 Forbidden, unknown namespace...)
-    raises the project's error; connection trouble is retried until the timeout.
+    raises the project's error; connection trouble is retried until the timeout,
+    and reported to ``on_outage`` (in the caller's thread) while it lasts.
     """
     resources = list(dict.fromkeys(resources))
     start = time.monotonic()
@@ -85,7 +103,7 @@ def wait_for(api, resources: Iterable[Resource], timeout: float, *,
     for w in watchers:
         w.start()
     try:
-        return _Wait(api, resources, states, on_change).run(events, watchers, start, timeout)
+        return _Wait(api, resources, states, on_change, on_outage).run(events, watchers, start, timeout)
     finally:
         stop.set()
         for w in watchers:
@@ -100,17 +118,26 @@ class _Wait:
     """One wait in progress: the cache the watchers' messages feed, and the last state of each resource."""
 
     def __init__(self, api, resources: list[Resource], states: dict[Resource, ResourceState],
-                 on_change: Callable[[ResourceState], Any] | None):
+                 on_change: Callable[[ResourceState], Any] | None,
+                 on_outage: Callable[[ApiOutage], Any] | None = None):
         self.api, self.resources, self.states, self.on_change = api, resources, states, on_change
+        self.on_outage = on_outage
         self.cache = InformerCache()
         self.trouble = ""
+        self.cut_off: set[tuple[str, str]] = set()  # the watches that cannot reach the API server
+        self.outage_since: float | None = None
+        self.outage_reason = ""
 
     def run(self, events: queue.Queue, watchers: Sequence[Watcher], start: float, timeout: float) -> Result:
         deadline = start + timeout
         while (left := deadline - time.monotonic()) > 0:
+            ticking = self.outage_since is not None
             try:
-                batch = [events.get(timeout=left)]
+                batch = [events.get(timeout=min(left, OUTAGE_TICK) if ticking else left)]
             except queue.Empty:
+                if ticking:
+                    self._outage()
+                    continue
                 break
             with contextlib.suppress(queue.Empty):
                 while True:
@@ -121,9 +148,31 @@ class _Wait:
                 return self._result(Verdict.FAILED if failed else Verdict.READY, start, watchers, failed)
         waiting = [self.states[r] for r in self.resources if self.states[r].state != State.READY]
         result = self._result(Verdict.TIMEOUT, start, watchers, waiting[0] if waiting else None)
+        if self.outage_since is not None:
+            self.trouble = (f"API server unreachable for {time.monotonic() - self.outage_since:.0f}s: "
+                            f"{self.outage_reason}")
         result.reason = (f"timed out after {timeout:g}s waiting for " + ", ".join(s.line() for s in waiting)
                          + (f" ({self.trouble})" if self.trouble else ""))
         return result
+
+    def _outage(self, over: bool = False) -> None:
+        if self.on_outage is not None and self.outage_since is not None:
+            self.on_outage(ApiOutage(kube.server_url(self.api), self.outage_reason,
+                                     time.monotonic() - self.outage_since, over))
+
+    def _connection(self, key: tuple[str, str], exc: BaseException | None) -> None:
+        """A watch lost (``exc``) or regained (None) the API server: an outage starts or ends."""
+        if exc is not None:
+            self.cut_off.add(key)
+            self.outage_reason = kube.connection_reason(exc)
+            if self.outage_since is None:
+                self.outage_since = time.monotonic()
+                self._outage()
+        elif key in self.cut_off:
+            self.cut_off.discard(key)
+            if not self.cut_off and self.outage_since is not None:
+                self._outage(over=True)
+                self.outage_since = None
 
     def _apply(self, batch: list[tuple]) -> None:
         """Apply the watchers' messages to the cache, then report the resources whose state changed."""
@@ -133,6 +182,11 @@ class _Wait:
                 raise kube.api_error(self.api, exc, f"watching {message[1]}s in namespace {message[2]}") from exc
             if message[0] == "trouble":
                 self.trouble = f"{message[1]} watch interrupted: {kube.connection_reason(message[3])}"
+                if kube.is_connection_error(message[3]):
+                    self._connection(message[1:3], message[3])
+                continue
+            if message[0] == "resumed":
+                self._connection(message[1:3], None)
                 continue
             self.cache.apply(message)
         for res in self.resources:

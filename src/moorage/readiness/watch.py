@@ -6,7 +6,8 @@ watch from its last resourceVersion when the stream ends or drops, re-lists
 when the server answers 410 Gone, and reconnects with backoff on connection
 trouble; it posts what it sees on a queue as messages:
 ``("sync", kind, namespace, items)``, ``("event", kind, namespace, type, obj)``,
-``("trouble", kind, namespace, exc)`` (retrying) and
+``("trouble", kind, namespace, exc)`` (retrying), ``("resumed", kind, namespace)``
+(the API server answered again after trouble) and
 ``("fatal", kind, namespace, exc)`` (gave up). The cache applies them and
 derives the state of each waited resource with the rules.
 """
@@ -95,6 +96,7 @@ class Watcher(threading.Thread):
         self.out, self.stop = out, stop
         self.response = None
         self.relists = 0
+        self.troubled = False  # the last request failed: the next one that gets an answer says "resumed"
 
     def _call(self):
         return _lister(self.api, self.kind)
@@ -121,6 +123,7 @@ class Watcher(threading.Thread):
                 if not retry:
                     self.out.put(("fatal", self.kind, self.namespace, exc))
                     return
+                self.troubled = True
                 self.out.put(("trouble", self.kind, self.namespace, exc))
                 log.debug("watch %s/%s interrupted (%s); reconnecting", self.namespace, self.kind, exc)
                 self.stop.wait(backoff)
@@ -131,6 +134,7 @@ class Watcher(threading.Thread):
         if self.selector:
             kwargs["label_selector"] = self.selector
         body = kube.read_json(kube.retrying(self._call(), self.namespace, **kwargs))
+        self._answered()
         self.out.put(("sync", self.kind, self.namespace, body.get("items") or []))
         return body["metadata"]["resourceVersion"]
 
@@ -141,6 +145,7 @@ class Watcher(threading.Thread):
         if self.selector:
             kwargs["label_selector"] = self.selector
         self.response = response = self._call()(self.namespace, **kwargs)
+        self._answered()
         try:
             if self.stop.is_set():  # closed while the request was in flight: close() saw no response
                 return rv
@@ -165,6 +170,11 @@ class Watcher(threading.Thread):
             with contextlib.suppress(Exception):
                 response.release_conn()
         return rv
+
+    def _answered(self) -> None:
+        if self.troubled:
+            self.troubled = False
+            self.out.put(("resumed", self.kind, self.namespace))
 
     def close(self) -> None:
         """Unblock a read in progress: shut the socket down (closing alone does not wake a reader)."""

@@ -16,8 +16,11 @@ from ..core.config import check_config_file
 from ..core.errors import EXIT_BAD_INPUT, MoorageError
 
 
-def namespace(root: Path) -> Collection:
-    """The root collection, with ``moorage.root`` defaulting to the project folder."""
+def namespace(root: Path | str) -> Collection:
+    """The root collection, with ``moorage.root`` defaulting to the project folder (or tasks.py's folder)."""
+    root = Path(root).resolve()
+    if root.suffix == ".py":  # ``namespace(__file__)`` in a project's tasks.py
+        root = root.parent
     try:
         check_config_file(root)
     except MoorageError as exc:
@@ -41,5 +44,11 @@ def namespace(root: Path) -> Collection:
 
     ns.add_collection(db.ns)
     ns.add_collection(backup.ns)
+    from . import cluster
+
+    ns.add_collection(cluster.ns)
+    from . import init
+
+    ns.add_task(init.init)
     ns.configure({"moorage": {"root": str(root)}})
     return ns

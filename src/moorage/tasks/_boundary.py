@@ -86,9 +86,13 @@ def project(ctx):
     """The validated project configuration of this invocation (a ``moorage.config.Project``)."""
     from ..core.config import CONFIG_FILE, load_project
 
+    from ..core import proc
+
     raw = plain(ctx.config.get("moorage", {}) or {})
     root = Path(raw.get("root") or os.getcwd())
-    return load_project(raw, root, source=str(root / CONFIG_FILE))
+    loaded = load_project(raw, root, source=str(root / CONFIG_FILE))
+    proc.set_log_dir(loaded.root / ".moorage" / "logs")  # failed commands leave their whole output there
+    return loaded
 
 
 def reporter(json_mode: bool = False):

@@ -1,14 +1,15 @@
-"""``backup.*``: create, list, verify, prune and restore database backups."""
+"""``backup.*``: create, list, fetch, verify, prune, restore and drill database backups."""
 
 from __future__ import annotations
 
 from invoke import Collection
 
 from ..core.errors import OperationFailed
-from ._boundary import confirm, lazy, mtask, project, reporter
+from ._boundary import confirm, lazy, mtask, plain, project, reporter
 
 bk = lazy("moorage.backup")
 database = lazy("moorage.database")
+drills = lazy("moorage.backup.drill")
 
 # The retention defaults live in moorage.backup.RetentionPolicy, which is not imported here (that
 # would load the whole backup package on `inv --list`): the config keys are declared unset.
@@ -40,45 +41,73 @@ def create(ctx, env=None, database_url=None, name=None, release_revision=None, d
         out.emit_json(taken.row())
 
 
-@mtask(name="list", auto_shortflags=False, help={"env": TARGET_HELP["env"], "json": "print the backups as JSON on stdout"})
-def list_(ctx, env=None, json=False):
-    """Show the environment's backups, newest first, with their status."""
+@mtask(name="list", auto_shortflags=False, help={
+    "env": TARGET_HELP["env"],
+    "json": "print the backups as JSON on stdout",
+    "local": "only the backups on this machine (do not read the backup CronJob's volume in the cluster)",
+})
+def list_(ctx, env=None, json=False, local=False):
+    """Show the environment's backups, newest first: local ones and the backup CronJob's, with their last drill."""
     from ..core.report import human_bytes
 
     proj = project(ctx)
+    environment = proj.env(env)
     out = reporter(json)
-    directory = bk.backup_dir(proj.backups_dir, proj.env(env).name)
-    backups = bk.list_backups(directory)
+    directory = bk.backup_dir(proj.backups_dir, environment.name)
+    backups, remote_partials = database.all_backups(proj, environment, local_only=local, warn=out.warn)
     partials = bk.partial_files(directory)
     if json:
-        out.emit_json({"directory": str(directory), "backups": bk.summarize(backups),
-                       "partial_files": [str(p) for p in partials]})
+        out.emit_json({"directory": str(directory),
+                       "backups": [{**b.row(), "location": where, "last_drill": (b.meta or {}).get("last_drill")}
+                                   for b, where in backups],
+                       "partial_files": [str(p) for p in partials], "in_cluster_partial_files": remote_partials})
         return
     rows = [[b.name, b.created.isoformat() if b.created else "?",
              human_bytes(b.meta["size"]) if b.meta and isinstance(b.meta.get("size"), int) else "?",
-             (b.meta or {}).get("database", "?"), ",".join((b.meta or {}).get("alembic_heads") or []) or "-",
-             "ok" if b.valid else f"INVALID: {b.problem}"] for b in backups]
+             b.kind_label, (b.meta or {}).get("database", "?"),
+             ",".join((b.meta or {}).get("alembic_heads") or []) or "-", where, drills.drill_summary(b.meta),
+             "ok" if b.valid else f"INVALID: {b.problem}"] for b, where in backups]
     if not rows:
         out.line(f"no backups in {directory}")
     else:
-        out.table(["name", "created", "size", "database", "alembic", "status"], rows, title=str(directory))
+        out.table(["name", "created", "size", "kind", "database", "alembic", "location", "last drill", "status"],
+                  rows, title=str(directory))
     if partials:
         out.warn(f"{len(partials)} unfinished .partial file(s) from interrupted or running backups "
                  "(not backups; removed by the next backup.create or backup.prune)")
+    if remote_partials:
+        out.warn(f"{len(remote_partials)} unfinished file(s) in the backup CronJob's volume (a run in progress, "
+                 "or one that was killed; the next run removes them)")
+
+
+@mtask(positional=["name"], auto_shortflags=False, help={
+    "name": "name of a backup the in-cluster CronJob made (as in backup.list), or 'latest'",
+    "env": TARGET_HELP["env"],
+})
+def fetch(ctx, name, env=None):
+    """Copy a backup the in-cluster CronJob made into the local backups folder (size and sha256 checked)."""
+    proj = project(ctx)
+    out = reporter()
+    with out.progress("fetching", unit="bytes") as bar:
+        found = database.resolve_backup(proj, proj.env(env), name, say=out.line, progress=bar.update,
+                                        remote_only=True)
+    out.ok(f"{found.path} ({found.meta['size']} bytes, sha256 {found.meta['sha256'][:12]}... as recorded in the "
+           "cluster)")
 
 
 @mtask(positional=["name"], auto_shortflags=False, help={
     "name": "backup name (as in backup.list) or 'latest'",
     "env": TARGET_HELP["env"],
-    "deep": "also decode every data block (reads and decompresses the whole archive)",
+    "quick": "read only the archive's table of contents (pg_restore --list), not every data block",
 })
-def verify(ctx, name, env=None, deep=False):
-    """Check a backup's checksum, size and archive structure; exit 1 with the reason if it is damaged."""
+def verify(ctx, name, env=None, quick=False):
+    """Check a backup's checksum and size and read every data block back; exit 1 with the reason if damaged."""
     proj = project(ctx)
-    found = bk.find_backup(bk.backup_dir(proj.backups_dir, proj.env(env).name), name)
-    result = bk.verify_backup(found, deep=deep)
-    reporter().ok(f"{found.name}: sha256 and size match, archive readable ({result['tables']} tables)"
-                  + (", every data block decodes" if deep else ""))
+    found = database.resolve_backup(proj, proj.env(env), name, say=reporter().line)  # in-cluster ones are fetched
+    result = bk.verify_backup(found, quick=quick)
+    reporter().ok(f"{found.name}: sha256 and size match, "
+                  + (f"table of contents readable ({result['tables']} tables; data not read: --quick)" if quick
+                     else f"every data block reads back ({result['tables']} tables)"))
 
 
 @mtask(auto_shortflags=False, help={
@@ -117,7 +146,7 @@ def prune(ctx, env=None, keep_last=None, keep_daily=None, keep_weekly=None, dry_
 
 
 @mtask(positional=["name"], auto_shortflags=False, help={
-    "name": "backup name (as in backup.list) or 'latest'",
+    "name": "backup name (as in backup.list) or 'latest' (the newest ordinary one; safety backups by name only)",
     **TARGET_HELP,
     "yes": "do not ask for confirmation (required without a terminal)",
     "force_env": "restore a backup taken from another environment",
@@ -141,16 +170,12 @@ def restore(ctx, name, env=None, database_url=None, yes=False, force_env=False, 
         confirm(f"replace database '{plan.database}' ({environment.name}) with backup {plan.backup.name}?",
                 yes=yes)
 
-    try:
+    try:  # Ctrl-C ends as Interrupted (130) saying what state the database is in
         result = database.restore(proj, environment, name, database_url, confirm=approve, force_env=force_env,
                                   jobs=int(jobs), keep_old=not drop_old, say=out.line)
     except _DryRun:
         out.line("dry run: backup verified; nothing was changed")
         return
-    except KeyboardInterrupt:
-        raise OperationFailed("restore interrupted: the original database is unchanged (or already swapped "
-                              "in whole); a leftover temporary database is dropped by the next restore",
-                              exit_code=130) from None
     out.ok(f"restored {result['backup']} into {result['database']}"
            + (f"; the previous database is kept as {result['old_database']}" if result.get("old_database") else ""))
 
@@ -159,5 +184,37 @@ class _DryRun(Exception):
     pass
 
 
-ns = Collection("backup", create, list_, verify, prune, restore)
-ns.configure({"backup": dict.fromkeys(RETENTION_KEYS)})
+@mtask(positional=["name"], auto_shortflags=False, help={
+    "name": "backup name (as in backup.list) or 'latest'",
+    "env": TARGET_HELP["env"],
+    "database_url": "the server to drill on, by URL (else DATABASE_URL, else the env's PostgreSQL pod); "
+                    "the drill's database is created beside the URL's database",
+    "jobs": "parallel pg_restore jobs (direct connections only; default 1)",
+    "json": "print the drill's result as JSON on stdout",
+})
+def drill(ctx, name, env=None, database_url=None, jobs=1, json=False):
+    """Restore a backup into a throwaway database, check its invariants, drop it; exit 1 naming each failed check."""
+    proj = project(ctx)
+    out = reporter(json)
+    checks = drills.drill_checks(plain((ctx.config.get("backup") or {}).get("drill_checks")))
+    try:
+        result = database.drill(proj, proj.env(env), name, database_url, checks=checks, jobs=int(jobs), say=out.line)
+    except KeyboardInterrupt:
+        raise OperationFailed("drill interrupted: its throwaway database was dropped; nothing else was changed",
+                              exit_code=130) from None
+    out.table(["check", "result", "detail"], [[c.name, "ok" if c.ok else "FAILED", c.detail] for c in result.checks],
+              title=f"drill of {result.backup} in {result.database}")
+    if json:
+        out.emit_json({"backup": result.backup, **result.record()})
+    if not result.ok:
+        raise OperationFailed(f"drill of {result.backup} failed: "
+                              + "; ".join(f"check '{c.name}': {c.detail}" for c in result.failed),
+                              "the result is recorded in the backup's metadata (inv backup.list); use another "
+                              "backup, or fix the check if the check is wrong")
+    out.ok(f"drill of {result.backup} passed: restored in {result.restore_seconds:.1f}s, {len(result.checks)} checks, "
+           f"{result.database} dropped")
+
+
+ns = Collection("backup", create, list_, fetch, verify, prune, restore, drill)
+# drill_checks: [{name, sql}], each run in the restored database by backup.drill; it must return one row, true.
+ns.configure({"backup": {**dict.fromkeys(RETENTION_KEYS), "drill_checks": None}})

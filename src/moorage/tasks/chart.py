@@ -20,8 +20,10 @@ def lint(ctx, env=None):
         config.load_values(environment)  # malformed YAML: one line naming file and line
         with helm.layered_values(environment, *helm.placeholder_layers(proj, environment)) as files:
             helm.call(helm.lint_command(proj.chart, files), timeout=120, what=f"helm lint ({environment.name})",
-                      values_files=[environment.values_file])
-        out.ok(f"chart lints cleanly with {environment.values_file.relative_to(proj.root)}")
+                      values_files=environment.values_files)
+        shown = ", ".join(str(f.relative_to(proj.root)) if f.is_relative_to(proj.root) else str(f)
+                          for f in environment.values_files)
+        out.ok(f"chart lints cleanly with {shown}")
 
 
 @mtask(help={
@@ -36,7 +38,7 @@ def template(ctx, env=None, output=None):
     with helm.layered_values(environment, *helm.placeholder_layers(proj, environment)) as files:
         result = helm.call(helm.template_command(proj.release, proj.chart, environment.namespace, files),
                            timeout=120, what=f"helm template ({environment.name})",
-                           values_files=[environment.values_file])
+                           values_files=environment.values_files)
     if output:
         with open(output, "w") as handle:
             handle.write(result.stdout)

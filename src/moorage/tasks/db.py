@@ -23,13 +23,16 @@ def _settings(ctx):
     "local": "run Alembic here against --database-url / DATABASE_URL instead of an in-cluster Job",
     "database_url": "PostgreSQL URL for --local (implies --local)",
     "alembic_ini": INI_HELP,
+    "yes": "do not ask (required outside dev without a terminal)",
     "dry_run": "print the plan and change nothing",
 })
-def migrate(ctx, env=None, revision="head", local=False, database_url=None, alembic_ini=None, dry_run=False):
-    """Upgrade the database to the newest (or given) Alembic revision."""
+def migrate(ctx, env=None, revision="head", local=False, database_url=None, alembic_ini=None, yes=False,
+            dry_run=False):
+    """Upgrade the database to the newest (or given) Alembic revision (asks first outside dev)."""
     proj = project(ctx)
     database.migrate(proj, proj.env(env), revision, reporter(), local=local, database_url=database_url,
-                     alembic_ini=alembic_ini, settings=_settings(ctx), dry_run=dry_run)
+                     alembic_ini=alembic_ini, settings=_settings(ctx), dry_run=dry_run,
+                     confirm=lambda question: confirm(question, yes=yes))
 
 
 @mtask(auto_shortflags=False, help={"env": ENV_HELP, "database_url": URL_HELP, "alembic_ini": INI_HELP, "json": "print JSON on stdout"})
@@ -70,9 +73,9 @@ def history(ctx, alembic_ini=None, database_url=None, json=False):
 @mtask(auto_shortflags=False, help={
     "revision": "revision to go down to (an id, 'base', or -1)",
     "env": ENV_HELP,
-    "database_url": "PostgreSQL URL (else DATABASE_URL)",
+    "database_url": "PostgreSQL URL (else DATABASE_URL, else the env's PostgreSQL pod and an in-cluster Job)",
     "alembic_ini": INI_HELP,
-    "yes": "do not ask (required for a production environment without a terminal)",
+    "yes": "do not ask (required outside dev without a terminal)",
     "dry_run": "print the plan and change nothing",
 })
 def downgrade(ctx, revision, env=None, database_url=None, alembic_ini=None, yes=False, dry_run=False):
@@ -91,4 +94,4 @@ def shell(ctx, env=None, database_url=None):
 
 
 ns = Collection("db", migrate, status, history, downgrade, shell)
-ns.configure({"db": {"alembic_ini": None, "backend_deployment": None, "job_command": None}})
+ns.configure({"db": {"alembic_ini": None, "backend_deployment": None, "job_command": None, "alembic_timeout": None}})

@@ -95,24 +95,30 @@ def port_forward(ctx, env=None, service="frontend", port=None, local_port=None):
 @mtask(help={
     "env": ENV_HELP,
     "revision": "revision to return to (default: the one before the current)",
+    "restore": "first restore this backup (e.g. the pre-upgrade one a held deploy names), then roll back",
     "dry_run": "print the rollback command and change nothing",
-    "yes": "do not ask for confirmation (needed without a terminal on a non-dev environment)",
+    "yes": "do not ask for confirmation (needed without a terminal on a non-dev environment or with --restore)",
 })
-def rollback(ctx, env=None, revision=None, dry_run=False, yes=False):
+def rollback(ctx, env=None, revision=None, restore=None, dry_run=False, yes=False):
     """Roll the release back to an earlier revision and wait until it is ready."""
-    from .. import release
+    from .. import database, release
 
     proj = project(ctx)
     environment = proj.env(env)
     out = reporter()
     target = release.rollback_target(proj, environment, int(revision) if revision else None)
     out.line(f"roll back {proj.release} in {environment.namespace} from revision {target.current} "
-             f"to revision {target.revision}")
+             f"to revision {target.revision}" + (f", restoring backup {restore} first" if restore else ""))
     if dry_run:
         out.line("dry run: " + " ".join(target.command))
         return
-    if environment.name != "dev":
-        confirm(f"roll back {proj.release} in {environment.namespace} to revision {target.revision}?", yes=yes)
+    if environment.name != "dev" or restore:
+        confirm(f"roll back {proj.release} in {environment.namespace} to revision {target.revision}"
+                + (f" and replace its database with backup {restore}" if restore else "") + "?", yes=yes)
+    if restore:
+        # The schema goes back first, so the previous code never runs on the newer one.
+        result = database.restore(proj, environment, restore, None, confirm=lambda _plan: None, say=out.line)
+        out.ok(f"restored {result['backup']} into {result['database']}")
     release.rollback(proj, environment, target, out)
 
 
@@ -140,4 +146,13 @@ def undeploy(ctx, env=None, purge=False, dry_run=False, yes=False):
     release.undeploy(proj, environment, plan, out)
 
 
-ns = Collection("dev", deploy, status, logs, port_forward, rollback, undeploy)
+@mtask(help={"env": ENV_HELP})
+def watch(ctx, env=None):
+    """Deploy if out of date, then sync, rebuild or upgrade on every save until Ctrl-C (one line per cycle)."""
+    from .. import watch as inner_loop
+
+    proj = project(ctx)
+    inner_loop.run(proj, proj.env(env), reporter())
+
+
+ns = Collection("dev", deploy, status, logs, port_forward, rollback, undeploy, watch)

@@ -8,6 +8,7 @@ of a fresh database on it.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,99 @@ def fingerprint(pg: PostgresServer, database: str, tables=TABLES) -> dict[str, t
         count, digest = row.split("|")
         out[table] = (int(count), digest)
     return out
+
+
+# --------------------------------------------------------------------------- runs stopped at a known point
+
+
+GATE_SH = '''#!/bin/bash
+# {name} as Moorage runs it, stopped where the test wants: say "reached" on one FIFO, wait for a line on the other.
+real={real}
+gate() {{ exec 3<>"{release}"; echo reached > "{reached}"; read -r _ <&3; exec 3<&-; }}
+{body}
+'''
+
+# Where each wrapper stops: pg_dump after its first 64 KiB (GNU head -c reads no more than it writes, so the
+# rest of the stream is intact); pg_restore when it starts restoring into a database (not --list, not a check).
+GATE_BODIES = {
+    "pg_dump": '"$real" "$@" | { head -c 65536; gate; cat; }',
+    "pg_restore": 'case " $* " in *" --dbname="*) gate ;; esac\nexec "$real" "$@"',
+}
+
+
+class Gate:
+    """A PostgreSQL client tool that stops at a known point until the test lets it go.
+
+    ``env()`` puts the wrapper first on PATH for an ``inv`` child. The test
+    waits for :meth:`reached` (a FIFO: no sleeping, no polling) and lets the
+    tool go on with :meth:`release`.
+    """
+
+    def __init__(self, tmp_path: Path, tool: str):
+        self.dir = tmp_path / f"gate-{tool}"
+        self.dir.mkdir()
+        self.reached_fifo, self.release_fifo = self.dir / "reached", self.dir / "release"
+        os.mkfifo(self.reached_fifo)
+        os.mkfifo(self.release_fifo)
+        bin_dir = self.dir / "bin"
+        bin_dir.mkdir()
+        (bin_dir / tool).write_text(GATE_SH.format(name=tool, real=real_tool(tool), release=self.release_fifo,
+                                                   reached=self.reached_fifo, body=GATE_BODIES[tool]))
+        (bin_dir / tool).chmod(0o755)
+        self.bin_dir = bin_dir
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MOORAGE_ENV", "MOORAGE_PG_BIN")}
+        env["PATH"] = f"{self.bin_dir}:{env['PATH']}"
+        env.update(extra)
+        return env
+
+    def reached(self, child: subprocess.Popen, timeout: float = 60) -> None:
+        """Return once the wrapper has reached its stop; fail if ``child`` ends first or time runs out."""
+        import select
+
+        fd = os.open(self.reached_fifo, os.O_RDONLY | os.O_NONBLOCK)
+        pidfd = os.pidfd_open(child.pid)
+        try:
+            ready, _, _ = select.select([fd, pidfd], [], [], timeout)
+            if fd in ready and os.read(fd, 64).startswith(b"reached"):
+                return
+            if pidfd in ready:
+                out, err = child.communicate(timeout=10)
+                raise AssertionError(f"the run ended (exit {child.returncode}) before the gate: {err or out}")
+            raise AssertionError(f"the gate was not reached within {timeout}s")
+        finally:
+            os.close(fd)
+            os.close(pidfd)
+
+    def release(self) -> None:
+        fd = os.open(self.release_fifo, os.O_WRONLY | os.O_NONBLOCK)  # the wrapper holds the read end open
+        try:
+            os.write(fd, b"go\n")
+        finally:
+            os.close(fd)
+
+
+def real_tool(name: str) -> str:
+    """The PostgreSQL client program the tests' runs use (the server's bin folder, else PATH)."""
+    from tests.fixtures.tools import PG_BIN
+
+    found = PG_BIN / name
+    return str(found) if found.exists() else shutil.which(name)
+
+
+def spawn_inv(root: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
+    """``inv ARGS`` in the project, in its own process group (to signal it as a terminal would), without a TTY."""
+    return subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=root, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def stop_group(child: subprocess.Popen) -> None:
+    """Kill what is left of a spawned run and its children (a test that failed half-way)."""
+    import contextlib
+    import signal
+
+    if child.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait(10)

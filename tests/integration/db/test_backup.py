@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +13,7 @@ from moorage import backup as bk
 from moorage.core.errors import OperationFailed, UserError
 from moorage.pg import LocalTarget, parse_database_url
 
-from .conftest import fingerprint, inv, load_project, seed
+from .conftest import Gate, fingerprint, inv, load_project, seed, spawn_inv, stop_group
 
 pytestmark = pytest.mark.postgres
 
@@ -71,31 +67,17 @@ def test_restore_without_yes_and_without_a_terminal_refuses_and_changes_nothing(
 
 def test_interrupted_create_leaves_no_valid_backup_and_the_next_one_works(pg, database, project_dir, tmp_path):
     seed(pg, database)
-    # A pg_dump that sends 64 KiB and then stalls: the kill lands mid-stream, deterministically.
-    slow = tmp_path / "bin"
-    slow.mkdir()
-    real = LocalTarget(parse_database_url(pg.url_for(database))).tool("pg_dump")
-    (slow / "pg_dump").write_text(f'#!/bin/sh\n"{real}" "$@" | {{ head -c 65536; sleep 30; cat; }}\n')
-    (slow / "pg_dump").chmod(0o755)
-    env = {**os.environ, "PATH": f"{slow}:{os.environ['PATH']}", "DATABASE_URL": pg.url_for(database)}
-    env.pop("MOORAGE_PG_BIN", None)
-    child = subprocess.Popen([sys.executable, "-m", "invoke", "backup.create"], cwd=project_dir, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    # A pg_dump that sends 64 KiB and then stops at a gate: the kill lands mid-stream, deterministically.
+    gate = Gate(tmp_path, "pg_dump")
+    child = spawn_inv(project_dir, "backup.create", env=gate.env(DATABASE_URL=pg.url_for(database)))
     directory = project_dir / "backups" / "dev"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            partials = bk.partial_files(directory)
-            if partials and partials[0].stat().st_size >= 65536:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the backup never started streaming")
-        os.kill(child.pid, signal.SIGKILL)
+        gate.reached(child)
+        assert bk.partial_files(directory)
+        os.kill(child.pid, signal.SIGKILL)  # Moorage only; its pg_dump gets the parent-death signal
         child.wait(10)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)  # the stalled wrapper's sleep
+        stop_group(child)  # the stopped wrapper
     assert not [b for b in bk.list_backups(directory) if b.valid]
     listed = json.loads(inv(project_dir, "backup.list", "--json").stdout)
     assert listed["backups"] == []
@@ -169,26 +151,22 @@ def test_a_restore_failing_half_way_leaves_the_original_intact_and_no_temp_datab
     assert pg.databases() == dbs
 
 
-def test_a_killed_restore_leaves_the_original_intact_and_the_next_restore_cleans_up(pg, database, project_dir):
+def test_a_killed_restore_leaves_the_original_intact_and_the_next_restore_cleans_up(pg, database, project_dir,
+                                                                                   tmp_path):
     seed(pg, database)
     proj = load_project(project_dir)
     taken = bk.create_backup(target(pg, database), bk.backup_dir(proj.backups_dir, "dev"), environment="dev")
     pg.psql("UPDATE orders SET total = 0 WHERE id < 100", database)
     before = fingerprint(pg, database)
-    child = subprocess.Popen([sys.executable, "-m", "invoke", "backup.restore", taken.name, "--yes"],
-                             cwd=project_dir, env={**os.environ, "DATABASE_URL": pg.url_for(database)},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    gate = Gate(tmp_path, "pg_restore")  # stops as pg_restore starts on the temporary database
+    child = spawn_inv(project_dir, "backup.restore", taken.name, "--yes", env=gate.env(DATABASE_URL=pg.url_for(database)))
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(
-                d.startswith(f"{database}_restore_") for d in pg.databases()):
-            time.sleep(0.02)
+        gate.reached(child)
         assert any(d.startswith(f"{database}_restore_") for d in pg.databases())
         os.killpg(child.pid, signal.SIGKILL)  # Moorage and its pg_restore, no cleanup possible
         child.wait(10)
     finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
+        stop_group(child)
     assert fingerprint(pg, database) == before
     assert not any(d.startswith(f"{database}_pre_restore_") for d in pg.databases())
 
@@ -215,7 +193,7 @@ def test_backup_from_another_environment_needs_force_env(pg, database, tmp_path)
 def test_unreachable_database_is_a_clean_exit_2_and_writes_no_file(project_dir):
     run = inv(project_dir, "backup.create", "--database-url", "postgresql://u:sekret-pw@127.0.0.1:1/x")
     assert run.returncode == 2
-    assert "unreachable" in run.stderr and "sekret-pw" not in run.stderr + run.stdout
+    assert "cannot connect to PostgreSQL at 127.0.0.1:1" in run.stderr and "sekret-pw" not in run.stderr + run.stdout
     assert not (project_dir / "backups" / "dev").exists() or not list((project_dir / "backups" / "dev").iterdir())
 
 
