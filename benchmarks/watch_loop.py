@@ -2,8 +2,10 @@
 and through a plain `inv dev.deploy`, in the same run on the real local cluster, with bytes shipped per cycle.
 
 Targets (SPEC.md): dev.watch median under 1 s; rebuild path under 6 s. "Serving" is observed from
-outside: the change puts a new token in /healthz and a port-forward is polled every 20 ms from just
-before the save until the token comes back. The rebuild path is the same change in a project whose
+outside: the change puts a new token in /healthz, and the backend Service's cluster IP (reachable from
+this host, the node, through kube-proxy; a port-forward adds about a second per new connection here)
+is polled every 20 ms from just before the save until the token comes back. The watch's own figure
+(its "ready ... after the save", from the file's mtime to the end of the cycle) is shown beside it. The rebuild path is the same change in a project whose
 backend has no sync rules (so the .py change rebuilds the image and upgrades the release).
 
 Needs the local cluster (scripts/cluster/local-cluster.sh up), Docker, helm and the stand-in images
@@ -37,7 +39,6 @@ import yaml  # noqa: E402
 
 from moorage import kube  # noqa: E402
 from moorage.helm import merge  # noqa: E402
-from moorage.kube.liveforward import service_forward  # noqa: E402
 
 INV = str(Path(sys.executable).with_name("inv"))
 NAMESPACE = "moorage-bench-watch"
@@ -91,6 +92,7 @@ def without_backend_sync(root: Path) -> None:
 class Watch:
     def __init__(self, root: Path, env: dict[str, str]):
         self.lines: list[str] = []
+        self.own: list[float] = []  # the watch's own save-to-ready figures
         self.cond = threading.Condition()
         self.proc = subprocess.Popen([INV, "dev.watch"], cwd=root, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
@@ -144,6 +146,8 @@ def cycles(watch: Watch, root: Path, url: str, runs: int, timeout: float) -> lis
         seconds = serve_time(root, url, lambda path, text: path.write_text(text))
         line = watch.wait_for(r"^cycle \d+: ", after=mark, timeout=timeout)
         sizes = SIZE.search(line)
+        own = re.search(r"ready ([\d.]+)s after the save", line)
+        watch.own.append(float(own.group(1)) if own else float("nan"))
         out.append((seconds, next(g for g in sizes.groups() if g) if sizes else "?"))
         print(f"  {seconds:.2f}s  {line}", flush=True)
     return out
@@ -192,8 +196,7 @@ def main() -> None:
         make_project(root, context)
         api = kube.client(context)
         try:
-            with service_forward(api, NAMESPACE, "moorage-backend", 8000) as port:
-                run_all(root, env, f"http://127.0.0.1:{port}/healthz", args)
+            run_all(root, env, api, args)
         finally:
             if not args.keep:
                 subprocess.run([INV, "dev.undeploy", "--purge", "--yes"], cwd=root, env=env, capture_output=True,
@@ -202,23 +205,36 @@ def main() -> None:
                                capture_output=True)
 
 
-def run_all(root: Path, env: dict[str, str], url: str, args) -> None:
+def service_url(api) -> str:
+    """The backend Service's cluster IP (kube-proxy routes it from the node itself)."""
+    from kubernetes.client import CoreV1Api
+
+    ip = CoreV1Api(api).read_namespaced_service("moorage-backend", NAMESPACE).spec.cluster_ip
+    return f"http://{ip}:8000/healthz"
+
+
+def run_all(root: Path, env: dict[str, str], api, args) -> None:
     print("dev.watch, sync path:", flush=True)
     watch = Watch(root, env)
     watch.wait_for(r"^watching \d+ folders", timeout=1800)
+    url = service_url(api)
     sync = cycles(watch, root, url, args.runs, timeout=120)
     watch.stop()
+    own_sync = watch.own
     print("dev.watch, rebuild path (backend without sync rules):", flush=True)
     without_backend_sync(root)
     watch = Watch(root, env)
     watch.wait_for(r"^watching \d+ folders", timeout=1800)
     rebuild = cycles(watch, root, url, args.rebuild_runs, timeout=900)
     watch.stop()
+    own_rebuild = watch.own
     print("plain inv dev.deploy:", flush=True)
     plain = deploys(root, env, url, args.deploy_runs)
     print()
     report("dev.watch (sync)", sync, "median < 1 s")
+    print(f"{'':<28} the watch's own figure: median {statistics.median(own_sync):.2f}s")
     report("dev.watch (rebuild path)", rebuild, "< 6 s")
+    print(f"{'':<28} the watch's own figure: median {statistics.median(own_rebuild):.2f}s")
     report("inv dev.deploy", plain, "issue 15: 17.4 s")
 
 

@@ -168,10 +168,18 @@ def alembic_command(ini: Path, url: DatabaseUrl, *args: str, on_line: Callable[[
                             returncode=-1)
     if code != 0:
         saved = _save_log(log_dir, argv, url, lines)
-        raise CommandFailed(f"{what} failed (exit {code}) on {url.masked}: {proc.tail_lines(chr(10).join(lines), 2)}"
+        raise CommandFailed(f"{what} failed (exit {code}) on {url.masked}: {_error_line(lines)}"
                             + (f" (full output: {saved})" if saved else ""),
                             "PostgreSQL rolled back the failing migration's transaction; inv db.status shows where "
                             "the database is", returncode=code)
+
+
+def _error_line(lines: Sequence[str]) -> str:
+    """The exception a failed Alembic run ended with (its traceback's last ``SomeError: ...`` line)."""
+    for line in reversed(lines):
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*", line):
+            return line if len(line) <= 400 else line[:400] + "..."
+    return proc.tail_lines("\n".join(lines), 2)
 
 
 def _end_session(url: DatabaseUrl, session: str) -> None:
@@ -179,9 +187,12 @@ def _end_session(url: DatabaseUrl, session: str) -> None:
     from .core.errors import MoorageError
     from .pg import LocalTarget, quote_literal, sql
 
+    where = f"FROM pg_stat_activity WHERE application_name = {quote_literal(session)}"
     try:
-        sql(LocalTarget(url), "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                              f"WHERE application_name = {quote_literal(session)}", what="ending the Alembic session")
+        try:  # PostgreSQL 14+: wait (up to 5 s) until the session has really ended
+            sql(LocalTarget(url), f"SELECT count(pg_terminate_backend(pid, 5000)) {where}", what="ending a session")
+        except CommandFailed:
+            sql(LocalTarget(url), f"SELECT count(pg_terminate_backend(pid)) {where}", what="ending a session")
     except MoorageError as exc:
         log.warning("could not end the Alembic session %s: %s", session, exc)
 

@@ -189,8 +189,9 @@ PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 
 @pytest.mark.parametrize("component", LONG_RUNNING)
 def test_probe_timing_defaults_are_unchanged(render, component):
+    """The chart's own probe timings (dev shortens them on purpose, for the inner loop)."""
     kind, name = WORKLOAD_OF[component]
-    container = main_container(find(render("dev"), kind, name))
+    container = main_container(find(render("staging"), kind, name))
     for probe, timing in zip(PROBES, DEFAULT_PROBES[component], strict=True):
         got = container[probe]
         assert (got["periodSeconds"], got["timeoutSeconds"], got["failureThreshold"]) == timing, probe

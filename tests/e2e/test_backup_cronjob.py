@@ -1,9 +1,10 @@
 """One backup system, on the real local cluster: a backup the chart's CronJob takes in the cluster is listed,
-fetched, verified, restored and drilled by the same `inv backup.*` tasks as a local one.
+fetched, verified, restored and drilled by the same `inv backup.*` tasks as a local one; the chart's drill
+CronJob drills it in the cluster and `backup.list` shows that drill.
 
 The reference app is deployed with `inv dev.deploy` (as tests/e2e/test_deploy_real_cluster.py does) into a
 namespace and release of this module's own, with the backup CronJob on (its image: the local stand-in
-PostgreSQL image). The CronJob is triggered as a Job, as `kubectl create job --from=cronjob/...` does. The
+PostgreSQL image). A CronJob is triggered as a Job, as `kubectl create job --from=cronjob/...` does. The
 tests run in order on that one release.
 """
 
@@ -30,11 +31,14 @@ ENV = "cronjob"
 NAMESPACE = "moorage-e2e-backup"
 RELEASE = "moorage"
 CRONJOB = f"{RELEASE}-backup"
+DRILL_CRONJOB = f"{RELEASE}-backup-drill"
 CA_BUNDLE = Path(os.environ.get("MOORAGE_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
 DATA_IMAGES = {"postgresql": ("local/postgres", "15"), "redis": ("local/redis", "7")}
 BACKUP_VALUES = {"enabled": True, "schedule": "0 3 * * *", "retention": 3,
                  "image": {"repository": "local/postgres", "tag": "15", "pullPolicy": "Never"},
-                 "persistence": {"size": "1Gi"}}
+                 "persistence": {"size": "1Gi"},
+                 "drill": {"enabled": True, "checks": [
+                     {"name": "items-kept", "sql": "SELECT count(*) = 3 FROM items WHERE name LIKE 'cron %'"}]}}
 
 
 class Project:
@@ -79,27 +83,27 @@ class Project:
 
         return kube.list_pods(self.api, NAMESPACE, "app.kubernetes.io/component=backup-reader")
 
-    def run_cronjob(self) -> str:
-        """A Job from the CronJob (what `kubectl create job --from=cronjob/NAME` does), waited for; its name."""
+    def run_cronjob(self, cronjob: str = CRONJOB) -> str:
+        """A Job from ``cronjob`` (what `kubectl create job --from=cronjob/NAME` does), waited for; its name."""
         from kubernetes.client import BatchV1Api
 
         from moorage import kube, readiness
 
         batch = BatchV1Api(self.api)
-        cron = kube.read_json(batch.read_namespaced_cron_job(CRONJOB, NAMESPACE, _preload_content=False))
-        name = f"{CRONJOB}-manual-{uuid.uuid4().hex[:5]}"
+        cron = kube.read_json(batch.read_namespaced_cron_job(cronjob, NAMESPACE, _preload_content=False))
+        name = f"{cronjob}-manual-{uuid.uuid4().hex[:5]}"
         template = cron["spec"]["jobTemplate"]
         job = {"apiVersion": "batch/v1", "kind": "Job",
                "metadata": {"name": name, "namespace": NAMESPACE, "labels": template["metadata"].get("labels", {}),
                             "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
-                            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": CRONJOB,
+                            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": cronjob,
                                                  "uid": cron["metadata"]["uid"], "controller": True}]},
                "spec": template["spec"]}
         batch.create_namespaced_job(NAMESPACE, job, _preload_content=False)
         result = readiness.wait_for(self.api, [readiness.Resource("Job", name, NAMESPACE)], 300)
         if not result.ok:
             logs = self.cluster.kubectl("-n", NAMESPACE, "logs", f"job/{name}", check=False)
-            pytest.fail(f"backup job {name} {result.verdict}: {result.reason}\n{logs.stdout}{logs.stderr}")
+            pytest.fail(f"job {name} {result.verdict}: {result.reason}\n{logs.stdout}{logs.stderr}")
         return name
 
 
@@ -166,6 +170,21 @@ def test_the_cronjob_backup_is_listed_in_cluster_with_the_metadata_of_a_local_on
     human = project.ok("backup.list").stdout
     assert taken in human and "in-cluster" in human
     assert project.reader_pods() == [], "the reader pod is deleted when the command ends"
+
+
+def test_the_drill_cronjob_drills_the_backup_in_cluster_and_the_list_shows_that_drill(project, taken):
+    before = project.psql("SELECT datname FROM pg_database ORDER BY 1")
+    job = project.run_cronjob(DRILL_CRONJOB)
+    logs = project.cluster.kubectl("-n", NAMESPACE, "logs", f"job/{job}").stdout
+    assert "check items-kept: ok" in logs and "drill passed" in logs
+    assert project.psql("SELECT datname FROM pg_database ORDER BY 1") == before, "the throwaway database is left"
+    (row,) = [b for b in project.listed() if b["name"] == taken]
+    drill = row["last_drill"]
+    assert drill["ok"] is True and drill["made_by"] == "cronjob" and drill["dropped"] is True
+    assert "items-kept" in [c["name"] for c in drill["checks"]]
+    human = next(line for line in project.ok("backup.list").stdout.splitlines() if taken in line)
+    assert f"ok {drill['at'][:10]}" in human, human
+    assert SECRET not in logs
 
 
 def test_verify_fetches_the_backup_and_checks_it_like_a_local_one(project, taken):

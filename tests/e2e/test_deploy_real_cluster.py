@@ -87,6 +87,9 @@ def e2e(real_cluster, tmp_path_factory):
     dev = yaml.safe_load((REPO / "environments" / "dev.yaml").read_text())
     from moorage.helm import merge
 
+    # The pipeline under test deploys built images; live update (dev.watch's) has its own e2e module.
+    data.update({component: {**data.get(component, {}), "liveUpdate": {"enabled": False}}
+                 for component in ("backend", "worker")})
     (root / "environments" / "e2e.yaml").write_text(yaml.safe_dump(merge(dev, data)))
     config = yaml.safe_load((REPO / "invoke.yaml").read_text())
     config["moorage"]["environments"] = {"e2e": {
@@ -128,7 +131,7 @@ def test_second_deploy_with_nothing_changed_does_nothing(e2e):
 
 
 def test_db_migrate_runs_as_a_job_and_status_is_up_to_date(e2e):
-    result = e2e.ok("db.migrate")
+    result = e2e.ok("db.migrate", "--yes")
     assert "completed" in result.stdout
     status = json.loads(e2e.ok("db.status", "--json").stdout)
     assert status["up_to_date"] and status["current"] == ["0002"]

@@ -1,5 +1,6 @@
-"""`inv db.migrate` as an in-cluster Job against the fake API server: the Job is built from the live
-backend Deployment, its logs are streamed, its verdict decides the exit code."""
+"""`inv db.migrate` / `db.downgrade` as an in-cluster Job against the fake API server: the Job is built from the
+live backend Deployment, its logs are streamed, its verdict decides the exit code; outside dev both ask first,
+and a downgrade takes a verified backup through the PostgreSQL pod's exec stream before its Job exists."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from moorage import backup as bk
 from tests.fixtures.kubeapi import load_object, merge
+from tests.fixtures.tools import require_tool
+from tests.integration.db.conftest import fingerprint, seed
+from tests.integration.db.test_backup_pod import container, postgresql_pod
 
 REPO = Path(__file__).resolve().parents[2]
 INV = str(Path(sys.executable).with_name("inv"))
@@ -24,32 +28,42 @@ def project(tmp_path, kubeapi):
     root = tmp_path / "project"
     (root / "environments").mkdir(parents=True)
     (root / "environments" / "dev.yaml").write_text("{}\n")
+    (root / "environments" / "staging.yaml").write_text("{}\n")
     (root / "tasks.py").write_text((REPO / "tasks.py").read_text())
-    (root / "invoke.yaml").write_text(
-        f"moorage:\n  release: shop\n  environments:\n    dev:\n      namespace: {NS}\n"
-        f"      context: {kubeapi.context}\n      timeout: 20\n")
+    environment = f"      namespace: {NS}\n      context: {kubeapi.context}\n      timeout: 20\n"
+    (root / "invoke.yaml").write_text(f"moorage:\n  release: shop\n  environments:\n    dev:\n{environment}"
+                                      f"    staging:\n{environment}")
     kubeapi.apply(merge(load_object("deployment"), {"metadata": {"name": "shop-backend"}}))
     return root
 
 
-def run_migrate(root: Path, kubeapi, *args: str) -> subprocess.CompletedProcess:
+def run_inv(root: Path, kubeapi, *args: str) -> subprocess.CompletedProcess:
+    """``inv ARGS`` without a terminal (stdin is not a TTY), pointed at the fake API server."""
     env = {**os.environ, "KUBECONFIG": str(kubeapi.kubeconfig)}
-    env.pop("MOORAGE_ENV", None)
-    return subprocess.run([INV, "db.migrate", *args], cwd=root, capture_output=True, text=True, env=env, timeout=120)
+    for name in ("MOORAGE_ENV", "DATABASE_URL", "MOORAGE_PG_BIN"):
+        env.pop(name, None)
+    return subprocess.run([INV, *args], cwd=root, capture_output=True, text=True, env=env, timeout=120,
+                          stdin=subprocess.DEVNULL)
 
 
-def play_job(kubeapi, *, succeed: bool, log: str) -> threading.Thread:
-    """Act as the Job controller and kubelet once Moorage has created the Job."""
+def run_migrate(root: Path, kubeapi, *args: str) -> subprocess.CompletedProcess:
+    return run_inv(root, kubeapi, "db.migrate", *args)
+
+
+def created_jobs(kubeapi) -> list[str]:
+    return [o["metadata"]["name"] for o in list(kubeapi.objects.values()) if o.get("kind") == "Job"]
+
+
+def play_job(kubeapi, *, succeed: bool, log: str, on_created=None) -> threading.Thread:
+    """Act as the Job controller and kubelet once Moorage has created the Job (``on_created`` runs first)."""
 
     def run():
-        deadline = time.monotonic() + 30
         # The stored Job, not the POST: the server logs a request before it has stored its object.
-        while time.monotonic() < deadline:
-            created = [o["metadata"]["name"] for o in list(kubeapi.objects.values()) if o.get("kind") == "Job"]
-            if created:
-                break
-            time.sleep(0.05)
-        job_name = created[0]
+        with kubeapi.cond:
+            assert kubeapi.cond.wait_for(lambda: created_jobs(kubeapi), timeout=60), "no Job was created"
+        job_name = created_jobs(kubeapi)[0]
+        if on_created is not None:
+            on_created(job_name)
         job = kubeapi.get("Job", NS, job_name)
         pod = merge(load_object("pod"), {"metadata": {"name": f"{job_name}-x1", "namespace": NS,
                                                       "labels": {"job-name": job_name}, "ownerReferences": None},
@@ -59,7 +73,7 @@ def play_job(kubeapi, *, succeed: bool, log: str) -> threading.Thread:
                                              "state": {"terminated": {"exitCode": 0 if succeed else 1}}}]}})
         kubeapi.set_log(NS, pod["metadata"]["name"], "migrate", log)
         kubeapi.apply(pod)
-        time.sleep(0.3)
+        kubeapi.wait_for_watchers("jobs", timeout=30)  # Moorage watches the Job: it will see the verdict as an event
         condition = ({"type": "Complete", "status": "True"} if succeed else
                      {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
                       "message": "Job has reached the specified backoff limit"})
@@ -101,3 +115,68 @@ def test_missing_backend_deployment_is_bad_input(project, kubeapi):
     assert result.returncode == 2
     assert "deployment shop/shop-backend does not exist" in result.stderr
     assert not [r for r in kubeapi.requested("/jobs") if r[0] == "POST"]
+
+
+# --------------------------------------------------------------------------- guards outside dev
+
+
+def postgresql_pod_of_shop() -> dict:
+    pod = postgresql_pod()
+    pod["metadata"].update(name="shop-postgresql-0", namespace=NS,
+                           labels={"app.kubernetes.io/instance": "shop", "app.kubernetes.io/component": "postgresql"})
+    return pod
+
+
+@pytest.fixture
+def pod_database(kubeapi, postgres_server, postgres_database):
+    """The environment's PostgreSQL pod, played by the real test server through the exec stream."""
+    require_tool("pg_dump", "pg_restore", "psql")
+    seed(postgres_server, postgres_database.name)
+    kubeapi.apply(postgresql_pod_of_shop())
+    kubeapi.exec_handler = container(postgres_server, postgres_database.name)
+    return postgres_server, postgres_database.name
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("task", [("db.migrate",), ("db.downgrade", "--revision", "-1")])
+def test_in_cluster_migrate_and_downgrade_outside_dev_refuse_without_yes_and_change_nothing(project, kubeapi,
+                                                                                           pod_database, task):
+    pg, database = pod_database
+    before = fingerprint(pg, database)
+
+    result = run_inv(project, kubeapi, *task, "--env", "staging")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "refusing without confirmation" in result.stderr and "'staging'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not [r for r in kubeapi.requested("/jobs") if r[0] == "POST"]
+    assert not (project / "backups").exists()
+    assert fingerprint(pg, database) == before
+
+
+@pytest.mark.postgres
+def test_in_cluster_downgrade_with_yes_takes_a_verified_backup_through_the_pod_before_its_job(project, kubeapi,
+                                                                                             pod_database):
+    pg, database = pod_database
+    directory = project / "backups" / "staging"
+    seen: dict[str, list] = {}
+
+    def backups_when_the_job_appears(job_name: str) -> None:
+        seen["backups"] = bk.list_backups(directory)
+
+    player = play_job(kubeapi, succeed=True, log="INFO Running downgrade 0002 -> 0001\n",
+                      on_created=backups_when_the_job_appears)
+    result = run_inv(project, kubeapi, "db.downgrade", "--revision", "0001", "--env", "staging", "--yes")
+    player.join(10)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    (taken,) = seen["backups"]  # it existed before the downgrade Job did
+    assert taken.name.endswith("-staging-pre-downgrade") and taken.kind == "safety"
+    assert taken.meta["target"] == f"pod {NS}/shop-postgresql-0" and taken.meta["row_counts"]
+    assert bk.verify_backup(taken)["tables"] == 3
+    assert any("pg_dump" in " ".join(c) for c in kubeapi.exec_handler.calls)
+    out = result.stdout
+    assert f"backup {taken.name} verified" in out and out.index(taken.name) < out.index("Running downgrade")
+    job = next(o for o in kubeapi.objects.values() if o.get("kind") == "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["alembic", "downgrade", "0001"]
+    assert f"restore with: inv backup.restore {taken.name}" in out

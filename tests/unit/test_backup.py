@@ -134,3 +134,62 @@ def test_listing_header_and_table_count_are_read_from_pg_restore_list():
     header = bk.listing_header(listing)
     assert header["dbname"] == "app" and header["dumped by pg_dump version"].startswith("15.18")
     assert bk.listing_tables(listing) == 2
+
+
+def test_latest_is_the_newest_ordinary_backup_and_safety_backups_are_restored_by_name(tmp_path):
+    _write(tmp_path, "20260101T000000Z-dev", {"finished_at": "2026-01-01T00:00:00+00:00"})
+    _write(tmp_path, "20260102T000000Z-dev-pre-restore",
+           {"finished_at": "2026-01-02T00:00:00+00:00", "kind": "safety", "label": "pre-restore"})
+    _write(tmp_path, "20260103T000000Z-dev-pre-downgrade.2", {"finished_at": "2026-01-03T00:00:00+00:00"})
+    listed = bk.list_backups(tmp_path)
+    assert [(b.name, b.kind) for b in listed] == [("20260103T000000Z-dev-pre-downgrade.2", "safety"),
+                                                 ("20260102T000000Z-dev-pre-restore", "safety"),
+                                                 ("20260101T000000Z-dev", "ordinary")]
+    assert listed[1].kind_label == "safety (pre-restore)" and listed[2].kind_label == "ordinary"
+    assert bk.find_backup(tmp_path, "latest").name == "20260101T000000Z-dev"
+    assert bk.find_backup(tmp_path, "20260102T000000Z-dev-pre-restore").kind == "safety"
+
+
+def test_latest_with_only_safety_backups_is_bad_input_pointing_to_their_names(tmp_path):
+    _write(tmp_path, "20260102T000000Z-dev-pre-upgrade", {"finished_at": "2026-01-02T00:00:00+00:00"})
+    with pytest.raises(UserError, match="only safety backups .*20260102T000000Z-dev-pre-upgrade"):
+        bk.find_backup(tmp_path, "latest")
+
+
+class SwapTarget:
+    """A target whose psql answers the swap with the given errors, then succeeds."""
+
+    description = endpoint = "test"
+    database = database_name = "app"
+    secrets = ()
+    kind = "local"
+
+    def __init__(self, *errors):
+        self.errors = list(errors)
+        self.calls = 0
+
+    def run_streaming(self, argv, *, stdin=None, stdout=None, database=None):
+        from moorage.pg import Completed
+
+        self.calls += 1
+        if self.errors:
+            return Completed(1, self.errors.pop(0))
+        return Completed(0, "")
+
+
+def test_the_swap_is_retried_only_when_a_client_reconnected_in_between():
+    from moorage.backup.restore import _swap
+    from moorage.core.errors import CommandFailed
+
+    busy = 'ERROR:  database "app" is being accessed by other users'
+    retried = SwapTarget(busy, busy)
+    _swap(retried, "app", "app_restore_t", "app_pre_restore_t")
+    assert retried.calls == 3
+    other = SwapTarget('ERROR:  permission denied to rename database')
+    with pytest.raises(CommandFailed, match="permission denied"):
+        _swap(other, "app", "app_restore_t", "app_pre_restore_t")
+    assert other.calls == 1
+    stuck = SwapTarget(*[busy] * 10)
+    with pytest.raises(CommandFailed, match="being accessed"):
+        _swap(stuck, "app", "app_restore_t", "app_pre_restore_t", attempts=3)
+    assert stuck.calls == 3

@@ -143,5 +143,89 @@ def test_unreachable_and_bad_credentials_are_told_apart():
     target = pg.LocalTarget(pg.parse_database_url("postgresql://u:pw1234@h/d"))
     down = pg.pg_error("pg_dump", 'connection to server at "h", port 5432 failed: Connection refused', target)
     denied = pg.pg_error("pg_dump", 'FATAL:  password authentication failed for user "u"', target)
-    assert down.exit_code == 2 and "unreachable" in down.message
+    assert down.exit_code == 2 and "cannot connect to PostgreSQL at h:5432" in down.message
     assert denied.exit_code == 2 and "credentials" in denied.message
+
+
+@pytest.mark.parametrize(("stderr", "reason"), [
+    ('psql: error: connection to server at "10.0.0.9", port 6543 failed: Connection refused\n'
+     "\tIs the server running on that host and accepting TCP/IP connections?", "Connection refused"),
+    ('psql: error: connection to server at "10.0.0.9", port 6543 failed: timeout expired', "timeout expired"),
+    ('psql: error: could not translate host name "db.example.org" to address: Name or service not known',
+     "unknown host db.example.org (Name or service not known)"),
+])
+def test_an_unreachable_server_is_one_line_with_host_port_and_reason(stderr, reason):
+    target = pg.LocalTarget(pg.parse_database_url("postgresql://u:pw1234@db.example.org:6543/shop"))
+    err = pg.pg_error("reading the server version", stderr, target)
+    assert err.line().startswith(f"cannot connect to PostgreSQL at db.example.org:6543 (database shop): {reason}")
+    assert "\n" not in err.line() and "pw1234" not in err.line()
+
+
+def test_a_connection_lost_in_use_says_so_and_names_the_step():
+    target = pg.LocalTarget(pg.parse_database_url("postgresql://u@h:5432/d"))
+    err = pg.pg_error("counting restored tables", "psql: error: server closed the connection unexpectedly\n"
+                      "\tThis probably means the server terminated abnormally", target)
+    assert err.message == ("lost the connection to PostgreSQL at h:5432 (counting restored tables): "
+                           "server closed the connection unexpectedly")
+
+
+def test_client_programs_are_started_without_preexec_fn(monkeypatch, tmp_path):
+    """preexec_fn runs Python between fork and exec, which can deadlock when other threads hold locks."""
+    import subprocess
+
+    seen = []
+    real = subprocess.Popen
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    (tmp_path / "psql").write_text("#!/bin/sh\necho 15.4\\|f\n")
+    (tmp_path / "psql").chmod(0o755)
+    target = pg.LocalTarget(pg.parse_database_url("postgresql://u@h/d"), bin_dir=str(tmp_path))
+    assert pg.database_info(target)["server_version"] == "15.4"
+    assert seen and all(kw.get("preexec_fn") is None for kw in seen)
+
+
+CHILD_OF_A_THREAD = """
+import sys, threading
+from moorage.core import proc
+
+def run():
+    child = proc.start(["sleep", "300"])
+    print(child.pid, flush=True)
+    child.wait()
+
+threading.Thread(target=run).start()
+sys.stdin.readline()
+"""
+
+
+def test_a_child_started_from_a_thread_dies_with_moorage_when_moorage_is_killed():
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    moorage = subprocess.Popen([sys.executable, "-c", CHILD_OF_A_THREAD], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(moorage.stdout.readline())
+        pidfd = os.pidfd_open(child)
+        os.kill(moorage.pid, signal.SIGKILL)  # no cleanup code runs: only the parent-death signal can help
+        moorage.wait(10)
+        assert select.select([pidfd], [], [], 10)[0] == [pidfd], "the child outlived Moorage"
+        os.close(pidfd)
+    finally:
+        if moorage.poll() is None:
+            moorage.kill()
+
+
+def test_a_user_backup_cannot_take_a_safety_label(tmp_path):
+    (tmp_path / "environments").mkdir()
+    (tmp_path / "environments" / "dev.yaml").write_text("{}\n")
+    project = load_project({"release": "demo"}, tmp_path)
+    with pytest.raises(UserError, match="'pre-restore' is the label of the safety backups"):
+        database.take_backup(project, project.env("dev"), "postgresql://u@127.0.0.1:1/d", None, label="pre-restore")

@@ -71,8 +71,12 @@ SQL
 )
   if [ "$exists" != 0 ]; then echo "database $name already exists: the drill never restores over one" >&2; exit 2; fi
   ours=true
-  if ! pq -d postgres >/dev/null 2>"$tmp/create.err" <<'SQL'
-CREATE DATABASE :"name" TEMPLATE template0
+  # with the live database's encoding and locale, as `inv backup.drill` creates it
+  if ! pq -d postgres -v live="$PGDATABASE" >/dev/null 2>"$tmp/create.err" <<'SQL'
+SELECT format('CREATE DATABASE %I TEMPLATE template0', :'name')
+       || coalesce((SELECT format(' ENCODING %L LC_COLLATE %L LC_CTYPE %L', pg_encoding_to_char(encoding), datcollate,
+                                  datctype) FROM pg_database WHERE datname = :'live'), '')
+\gexec
 SQL
   then
     ours=false

@@ -3,7 +3,6 @@ tools, against the test server: what it leaves is a backup Moorage reads, verifi
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
