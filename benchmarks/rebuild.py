@@ -30,7 +30,7 @@ from moorage.core.report import Reporter, human_bytes  # noqa: E402
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
-def build_once(project, env, name: str, client, reporter, ca, *, nocache: bool) -> tuple[float, str]:
+def build_once(project, env, name: str, client, reporter, ca, *, nocache: bool, builder=None) -> tuple[float, str]:
     image = project.image(name)
     contexts: dict = {}
     (state,) = images.image_states(project, env, images=[image], resolve_base=engine.resolver(client),
@@ -40,7 +40,8 @@ def build_once(project, env, name: str, client, reporter, ca, *, nocache: bool) 
         sys.exit(f"base image {missing[0]} is not in the engine: run scripts/base-images.sh and set "
                  "MOORAGE_PYTHON_IMAGE / MOORAGE_NGINX_IMAGE")
     start = time.perf_counter()
-    images.build_image(client, state, contexts[name], reporter=reporter, ca_bundle=ca, nocache=nocache)
+    images.build_image(client, state, contexts[name], reporter=reporter, builder=builder, ca_bundle=ca,
+                       nocache=nocache)
     return time.perf_counter() - start, state.ref
 
 
@@ -59,14 +60,16 @@ def main() -> None:
     ca = images.ca_bundle_from_env() or (HOST_CA if HOST_CA.is_file() else None)
     client = engine.connect()
     reporter = Reporter(stream=sys.stderr, tty=False)
+    builder = images.choose_builder()  # what `inv images.build` uses (the Dockerfiles' RUN --mount need BuildKit)
+    print(f"builder: {builder.describe()}", flush=True)
 
-    cold, ref = build_once(project, env, args.image, client, reporter, ca, nocache=True)
+    cold, ref = build_once(project, env, args.image, client, reporter, ca, nocache=True, builder=builder)
     touched = ROOT / args.touch
     original = touched.read_bytes()
     stat = touched.stat()
     try:
         touched.write_bytes(original + b"\n# benchmarks/rebuild.py: code-only change\n")
-        warm, warm_ref = build_once(project, env, args.image, client, reporter, ca, nocache=False)
+        warm, warm_ref = build_once(project, env, args.image, client, reporter, ca, nocache=False, builder=builder)
     finally:
         touched.write_bytes(original)
         os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns))

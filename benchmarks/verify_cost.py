@@ -79,12 +79,12 @@ def main() -> None:
                 bk.delete_backup(taken)
             box = []
             record("backup.create (full read on the stream)",
-                   lambda: box.append(bk.create_backup(target, work / "dev", environment="dev")))
+                   lambda box=box: box.append(bk.create_backup(target, work / "dev", environment="dev")))
             taken = box[0]
             record("a second pass instead: pg_restore -f /dev/null FILE",
-                   lambda: subprocess.run([tool("pg_restore"), "-f", os.devnull, str(taken.path)], check=True))
-            record("backup.verify --quick (sha256 + --list)", lambda: bk.verify_backup(taken, quick=True))
-            record("backup.verify (sha256 + --list + full read)", lambda: bk.verify_backup(taken))
+                   lambda t=taken: subprocess.run([tool("pg_restore"), "-f", os.devnull, str(t.path)], check=True))
+            record("backup.verify --quick (sha256 + --list)", lambda t=taken: bk.verify_backup(t, quick=True))
+            record("backup.verify (sha256 + --list + full read)", lambda t=taken: bk.verify_backup(t))
         archive = taken.meta["size"]
     print(f"database {size}, archive {archive / 2**20:.1f} MiB, best of {args.rounds} rounds")
     best = {name: min(runs) for name, runs in results.items()}

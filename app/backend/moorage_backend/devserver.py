@@ -6,7 +6,8 @@
 
 Each reload imports the application from disk in a fresh child (an error in it
 is reported by the runner before anything is stopped); the child tells the
-runner it is ready once uvicorn has run the lifespan startup and listens.
+runner it is ready once uvicorn has run the lifespan startup and listens, and,
+when a newer one replaces it, once it has stopped accepting connections.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ class _Server(uvicorn.Server):
         await super().startup(sockets=sockets)
         if not self.should_exit:
             devrun.ready()
+
+    async def shutdown(self, sockets=None) -> None:
+        for server in self.servers:  # stop accepting first (uvicorn does too; closing twice is harmless) ...
+            server.close()
+        devrun.stopped_accepting()  # ... so the runner reports the new generation only once it gets every connection
+        await super().shutdown(sockets=sockets)
 
 
 class _NoProbes(logging.Filter):

@@ -8,8 +8,10 @@ forks a child that imports ``MODULE`` from disk and calls ``FUNCTION`` (with the
 listening socket when ``--bind`` is given: the socket outlives every child, so
 no connection is refused during a reload). SIGHUP reloads: a new child starts
 from the code now on disk; with ``--overlap`` the old one keeps serving until
-the new one is ready, otherwise (a worker) the old one is stopped gracefully
-(SIGTERM: it finishes its current job) once the new one has imported its code.
+the new one is ready, then is stopped gracefully and the reload counts as done
+once it no longer accepts connections (it calls :func:`stopped_accepting`, or
+exits); otherwise (a worker) the old one is stopped gracefully (SIGTERM: it
+finishes its current job) once the new one has imported its code.
 A new child that fails to import (a syntax error) is reported and the old one
 keeps running; the next reload tries again. SIGTERM stops the child and exits.
 
@@ -36,6 +38,8 @@ import traceback
 STATE = os.environ.get("DEVRUN_STATE", "/tmp/devrun.json")
 SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
 READY_FD = "DEVRUN_READY_FD"  # in the environment: this module runs as __main__ and is imported again
+RETIRE_TIMEOUT = 30.0  # longest wait for a replaced child to stop accepting (uvicorn's graceful shutdown is 10s)
+_notify_fd: int | None = None  # after ready(): where stopped_accepting() tells the runner
 
 
 def _ready_fd() -> int | None:
@@ -45,11 +49,23 @@ def _ready_fd() -> int | None:
 
 def ready() -> None:
     """Called by a child once it serves (a target with ``devrun_notifies = True`` calls it itself)."""
+    global _notify_fd
     fd = _ready_fd()
     if fd is not None:
         os.environ.pop(READY_FD, None)
+        _notify_fd = fd  # kept open: closed by stopped_accepting() or when the child exits
         with contextlib.suppress(OSError):
             os.write(fd, b"R")
+
+
+def stopped_accepting() -> None:
+    """Called by a notifying child being replaced, once it accepts no new connection (it may still finish the
+    ones it has): from then on every connection reaches the new code, and the runner reports the reload done."""
+    global _notify_fd
+    fd, _notify_fd = _notify_fd, None
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.write(fd, b"S")
             os.close(fd)
 
 
@@ -120,6 +136,7 @@ class Runner:
     def __init__(self, target: str, sock: socket.socket | None, overlap: bool):
         self.target, self.sock, self.overlap = target, sock, overlap
         self.current: int | None = None
+        self.current_fd: int | None = None  # the serving child's notification pipe ("S" or EOF: no longer accepts)
         self.pending: dict | None = None
         self.draining: set[int] = set()
         self.generation = self.attempts = 0
@@ -171,29 +188,40 @@ class Runner:
 
     def finish(self, *, ok: bool, error: str = "") -> None:
         p, self.pending = self.pending, None
-        os.close(p["ready"])
         if p["go"] is not None:
             os.close(p["go"])
-        seconds = round(time.monotonic() - p["start"], 3)
         self.attempts += 1
         if ok:
-            if self.overlap:
-                self.stop_current()
-            self.current, self.generation = p["pid"], self.generation + 1
+            if self.overlap:  # the new code serves once the old one no longer accepts
+                self.stop_current(until_closed=True)
+            self.current, self.current_fd, self.generation = p["pid"], p["ready"], self.generation + 1
+            seconds = round(time.monotonic() - p["start"], 3)
             print(f"devrun: generation {self.generation} serves (pid {p['pid']}, {seconds}s)", flush=True)
         else:
+            os.close(p["ready"])
+            seconds = round(time.monotonic() - p["start"], 3)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p["pid"], signal.SIGTERM)
             still = "the previous code still serves" if self.current else "nothing serves until the next reload"
             print(f"devrun: the new code failed ({still}):\n{error}", file=sys.stderr, flush=True)
         self.state("ok" if ok else "failed", error, seconds)
 
-    def stop_current(self) -> None:
-        if self.current is not None:
+    def stop_current(self, *, until_closed: bool = False) -> None:
+        """SIGTERM the serving child (it drains); ``until_closed``: return once it no longer accepts."""
+        pid, fd = self.current, self.current_fd
+        self.current = self.current_fd = None
+        if pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.current, signal.SIGTERM)
-            self.draining.add(self.current)
-            self.current = None
+                os.kill(pid, signal.SIGTERM)
+            self.draining.add(pid)
+        if fd is None:
+            return
+        deadline = time.monotonic() + RETIRE_TIMEOUT
+        while until_closed and select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            data = os.read(fd, 64)
+            if not data or b"S" in data:  # it said so, or it exited (EOF)
+                break
+        os.close(fd)
 
     def wait_drained(self) -> None:
         while self.draining:

@@ -157,6 +157,10 @@ def save_output(what: str, command: str, stdout: str, stderr: str) -> Path | Non
         return None
 
 
+# $PPID is read when the shell starts, after setpriv's prctl: a parent gone by then will never signal the child.
+_UNLESS_ORPHANED = '[ "$PPID" = "$1" ] || exit 143; shift; exec "$@"'
+
+
 def start(args: Sequence[str], *, env: Mapping[str, str] | None = None, secrets: Iterable[str] = (),
           **popen: object) -> subprocess.Popen:
     """Start ``args`` for a caller that streams to or from it (``run`` hands back a finished child's output).
@@ -169,14 +173,18 @@ def start(args: Sequence[str], *, env: Mapping[str, str] | None = None, secrets:
     and exec (``preexec_fn`` can deadlock the child when other threads hold
     locks, and a new session would keep Ctrl-C and a group kill from reaching
     it). The signal follows the *thread* that forked: call this from the
-    thread that waits for the child. Without setpriv it is started plainly.
+    thread that waits for the child. Moorage may die before setpriv has set
+    the signal (nothing would then ever send it): a shell between setpriv and
+    the program reads its parent's pid once the signal is set and exits if
+    that is no longer Moorage. Without setpriv it is started plainly.
     """
     args = [str(a) for a in args]
     secrets = [s for s in secrets if s]
     program = args[0] if os.sep in args[0] else which(args[0])
     log.debug("start: %s", render(args, secrets))
     wrapper = shutil.which("setpriv") if os.name == "posix" else None
-    argv = [wrapper, "--pdeathsig", "TERM", "--", program, *args[1:]] if wrapper else [program, *args[1:]]
+    argv = [wrapper, "--pdeathsig", "TERM", "--", "/bin/sh", "-c", _UNLESS_ORPHANED, "sh", str(os.getpid()),
+            program, *args[1:]] if wrapper else [program, *args[1:]]
     child_env = {**os.environ, **env} if env is not None else None
     if not os.path.exists(program):
         raise ToolMissing(f"'{args[0]}' is not installed or not on PATH",

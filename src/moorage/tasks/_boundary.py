@@ -84,9 +84,8 @@ def plain(value: Any) -> Any:
 
 def project(ctx):
     """The validated project configuration of this invocation (a ``moorage.config.Project``)."""
-    from ..core.config import CONFIG_FILE, load_project
-
     from ..core import proc
+    from ..core.config import CONFIG_FILE, load_project
 
     raw = plain(ctx.config.get("moorage", {}) or {})
     root = Path(raw.get("root") or os.getcwd())

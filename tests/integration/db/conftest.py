@@ -206,11 +206,11 @@ def spawn_inv(root: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
 
 
 def stop_group(child: subprocess.Popen) -> None:
-    """Kill what is left of a spawned run and its children (a test that failed half-way)."""
+    """Kill what is left of a spawned run and its children (a test that failed half-way, or a wrapper's subshell
+    still waiting at its gate after the run itself was killed: the group outlives its leader)."""
     import contextlib
     import signal
 
-    if child.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
-        child.wait(10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait(10)
