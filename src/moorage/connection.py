@@ -107,8 +107,10 @@ def wait_release(cluster: Connected, reporter: Reporter, *, out_dir: Path | None
     project, env = cluster.project, cluster.env
     objects = helm.manifest(project.release, env.namespace, cluster.context)
     resources = readiness.resources_in(objects, env.namespace)
-    readiness.wait_with_view(cluster.api, resources, env.timeout, reporter, label_selector=cluster.selector,
-                             diagnostics_dir=out_dir, namespace=env.namespace, extra=lambda: _helm_extra(cluster))
+    # No label selector: the workloads' pods are found by owner references and the workloads' own
+    # selectors, whatever labels the chart gives them.
+    readiness.wait_with_view(cluster.api, resources, env.timeout, reporter, diagnostics_dir=out_dir,
+                             namespace=env.namespace, extra=lambda: _helm_extra(cluster), manifest=objects)
 
 
 def _helm_extra(cluster: Connected) -> dict[str, str]:

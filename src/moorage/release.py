@@ -1,17 +1,26 @@
-"""Operations on an installed release: status, rollback, undeploy.
+"""Operations on an installed release: status, logs, rollback, undeploy.
 
 Orchestration floor, like ``moorage.deploy``: each operation is a small plan
 (printable with ``--dry-run``) and its execution through helm and the
-Kubernetes client.
+Kubernetes client. The release's objects are found from its manifest
+(``helm get manifest``) and its workloads' selectors and owner references, never
+by a label the chart may not set (:mod:`moorage.readiness.workloads`).
 
 ``undeploy`` keeps data: ``helm uninstall`` does not delete the PVCs that
-StatefulSets create from their volumeClaimTemplates, nor those the chart marks
-``helm.sh/resource-policy: keep`` (the backup volume). ``--purge`` deletes
-every PVC labelled with the release's instance label as well.
+StatefulSets create from their volumeClaimTemplates, nor those marked
+``helm.sh/resource-policy: keep`` in the release's stored manifest. The PVCs a
+chart renders as plain templates are marked so first (in the stored release and
+on the live object), and what remains afterwards is listed, not assumed.
+``--purge`` deletes them all instead.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,7 +28,7 @@ from . import helm, kube, readiness
 from .connection import connect, wait_release
 from .core import proc
 from .core.config import Environment, Project
-from .core.errors import UserError
+from .core.errors import OperationFailed, UserError
 from .core.report import Reporter
 
 
@@ -66,6 +75,11 @@ def rollback(project: Project, env: Environment, target: RollbackTarget, reporte
                 f"{cluster.release.revision if cluster.release else '?'})")
 
 
+KEEP = "helm.sh/resource-policy"  # Helm's annotation: `keep` leaves the object in place on uninstall
+RELEASE_NAME = "meta.helm.sh/release-name"  # Helm's annotation on the objects a release manages
+INSTANCE = "app.kubernetes.io/instance"  # Helm's recommended label (a chart may not set it)
+
+
 @dataclass
 class UndeployPlan:
     release: str
@@ -75,6 +89,8 @@ class UndeployPlan:
     uninstall: list[str]
     purge: bool
     volumes: list[str] = field(default_factory=list)
+    rendered: list[str] = field(default_factory=list)  # the volumes the chart renders (helm would delete them)
+    revision: int | None = None
 
     def lines(self) -> list[str]:
         out = []
@@ -91,31 +107,137 @@ class UndeployPlan:
         return out
 
 
-def undeploy_plan(project: Project, env: Environment, *, purge: bool) -> UndeployPlan:
-    from kubernetes.client import CoreV1Api
+def _claims(api, namespace: str) -> list[dict[str, Any]]:
+    return readiness.list_objects(api, "PersistentVolumeClaim", namespace)
 
+
+def release_volumes(release: str, namespace: str, objects: Sequence[dict[str, Any]],
+                    claims: Sequence[dict[str, Any]]) -> list[str]:
+    """The release's PVCs among ``claims``: rendered by its chart, made from its StatefulSets'
+    volumeClaimTemplates, or left by an earlier install (Helm's ownership annotation, the standard
+    instance label)."""
+    names = set(readiness.release_claims(objects, claims))
+    for claim in claims:
+        meta = claim.get("metadata") or {}
+        if (meta.get("annotations") or {}).get(RELEASE_NAME) == release or \
+                (meta.get("labels") or {}).get(INSTANCE) == release:
+            names.add(meta["name"])
+    return sorted(names)
+
+
+def undeploy_plan(project: Project, env: Environment, *, purge: bool) -> UndeployPlan:
     cluster = connect(project, env)
-    claims = kube.retrying(CoreV1Api(cluster.api).list_namespaced_persistent_volume_claim, env.namespace,
-                           label_selector=cluster.selector)
-    volumes = sorted(c.metadata.name for c in claims.items)
+    objects = helm.manifest(project.release, env.namespace, cluster.context) if cluster.release else []
+    claims = _claims(cluster.api, env.namespace)
+    volumes = release_volumes(project.release, env.namespace, objects, claims)
+    rendered = sorted(set(readiness.claims_in(objects)) & set(volumes))
     return UndeployPlan(project.release, env.namespace, cluster.context, cluster.release is not None,
                         helm.uninstall_command(project.release, env.namespace, cluster.context, env.timeout),
-                        purge, volumes)
+                        purge, volumes, rendered, cluster.release.revision if cluster.release else None)
 
 
 def undeploy(project: Project, env: Environment, plan: UndeployPlan, reporter: Reporter) -> None:
+    from kubernetes.client import CoreV1Api
+
+    api = connect(project, env, read_release=False).api
     if plan.installed:
+        if not plan.purge and plan.rendered:
+            keep_rendered_claims(api, plan)
         proc.run(plan.uninstall, timeout=env.timeout + 60, what="helm uninstall", shield=True)
         reporter.ok(f"release {plan.release} uninstalled from {plan.namespace}")
-    if plan.purge and plan.volumes:
-        from kubernetes.client import CoreV1Api
-
-        api = CoreV1Api(connect(project, env).api)
+    if plan.purge:
+        core = CoreV1Api(api)
         for name in plan.volumes:
-            kube.retrying(api.delete_namespaced_persistent_volume_claim, name, env.namespace, _preload_content=False)
+            try:
+                kube.retrying(core.delete_namespaced_persistent_volume_claim, name, env.namespace,
+                              _preload_content=False)
+            except Exception as exc:
+                if getattr(exc, "status", None) != 404:  # helm uninstall deleted the rendered ones already
+                    raise kube.api_error(api, exc, f"deleting PersistentVolumeClaim {name}") from exc
             reporter.ok(f"deleted PersistentVolumeClaim {name}")
-    elif plan.volumes:
-        reporter.line(f"kept {len(plan.volumes)} PersistentVolumeClaim(s); `inv dev.undeploy --purge` deletes them")
+        return
+    remaining = {c["metadata"]["name"] for c in _claims(api, env.namespace)
+                 if not (c["metadata"].get("deletionTimestamp"))}
+    kept = [name for name in plan.volumes if name in remaining]
+    lost = [name for name in plan.volumes if name not in remaining]
+    if kept:
+        reporter.line(f"kept {len(kept)} PersistentVolumeClaim(s): {', '.join(kept)}; "
+                      "`inv dev.undeploy --purge` deletes them")
+    if lost:
+        reporter.warn(f"{len(lost)} PersistentVolumeClaim(s) did not survive the uninstall: {', '.join(lost)}")
+
+
+def keep_rendered_claims(api, plan: UndeployPlan) -> None:
+    """Mark the PVCs the chart renders ``helm.sh/resource-policy: keep`` so that ``helm uninstall`` leaves them.
+
+    Helm decides from the manifest it stored with the release, not from the live
+    object, so the mark goes into the release's latest stored revision (Helm's
+    ``secret`` or ``configmap`` storage) and onto the live PVC (which a later
+    upgrade then also keeps).
+    """
+    from kubernetes.client import CoreV1Api
+
+    core = CoreV1Api(api)
+    patch = {"metadata": {"annotations": {KEEP: "keep"}}}
+    for name in plan.rendered:
+        try:
+            kube.retrying(core.patch_namespaced_persistent_volume_claim, name, plan.namespace, patch,
+                          _preload_content=False)
+        except Exception as exc:
+            if getattr(exc, "status", None) != 404:
+                raise kube.api_error(api, exc, f"marking PersistentVolumeClaim {name} to keep") from exc
+    if plan.revision is not None:
+        _mark_stored_release(core, plan)
+
+
+def _mark_stored_release(core, plan: UndeployPlan) -> None:
+    driver = (os.environ.get("HELM_DRIVER") or "secret").lower().rstrip("s")
+    if driver not in ("secret", "configmap"):
+        raise OperationFailed(f"cannot mark the volumes to keep in Helm's '{driver}' release storage",
+                              "keep them with `helm.sh/resource-policy: keep` in the chart, or unset HELM_DRIVER")
+    name = f"sh.helm.release.v1.{plan.release}.v{plan.revision}"
+    read, replace = ((core.read_namespaced_secret, core.replace_namespaced_secret) if driver == "secret" else
+                     (core.read_namespaced_config_map, core.replace_namespaced_config_map))
+    try:
+        stored = kube.read_json(kube.retrying(read, name, plan.namespace, _preload_content=False))
+        text = stored["data"]["release"]
+        record = decode_release(base64.b64decode(text).decode() if driver == "secret" else text)
+        record["manifest"] = keep_in_manifest(record.get("manifest") or "", set(plan.rendered))
+        encoded = encode_release(record)
+        stored["data"]["release"] = base64.b64encode(encoded.encode()).decode() if driver == "secret" else encoded
+        kube.retrying(replace, name, plan.namespace, stored, _preload_content=False)
+    except Exception as exc:
+        raise kube.api_error(core.api_client, exc, f"marking the volumes to keep in Helm's record {name}") from exc
+
+
+def decode_release(text: str) -> dict[str, Any]:
+    """A release record as Helm stores it: base64 of (usually gzipped) JSON."""
+    raw = base64.b64decode(text)
+    return json.loads(gzip.decompress(raw) if raw[:3] == b"\x1f\x8b\x08" else raw)
+
+
+def encode_release(record: dict[str, Any]) -> str:
+    return base64.b64encode(gzip.compress(json.dumps(record).encode(), compresslevel=9)).decode()
+
+
+def keep_in_manifest(manifest: str, names: set[str]) -> str:
+    """``manifest`` with the PersistentVolumeClaims named in ``names`` annotated ``helm.sh/resource-policy: keep``
+    (the other documents unchanged, each document's ``# Source:`` comment kept)."""
+    import re
+
+    import yaml
+
+    out = []
+    for doc in re.split(r"(?m)^---[ \t]*$", manifest):
+        body = yaml.safe_load(doc) if doc.strip() else None
+        if isinstance(body, dict) and body.get("kind") == "PersistentVolumeClaim" and \
+                (body.get("metadata") or {}).get("name") in names:
+            comments = "".join(line + "\n" for line in doc.strip("\n").splitlines() if line.startswith("#"))
+            body["metadata"].setdefault("annotations", {})
+            body["metadata"]["annotations"] = {**(body["metadata"]["annotations"] or {}), KEEP: "keep"}
+            doc = "\n" + comments + yaml.safe_dump(body, sort_keys=False)
+        out.append(doc)
+    return "---".join(out)
 
 
 @dataclass
@@ -148,7 +270,7 @@ def collect_status(project: Project, env: Environment) -> StatusReport:
     objects = helm.manifest(project.release, env.namespace, cluster.context)
     report.images = helm.images_in(objects)
     resources = readiness.resources_in(objects, env.namespace)
-    for state in readiness.snapshot(cluster.api, resources, label_selector=cluster.selector):
+    for state in readiness.snapshot(cluster.api, resources):
         report.resources.append({"resource": str(state.resource), "state": str(state.state), "message": state.message})
     return report
 
@@ -166,3 +288,44 @@ def show_status(report: StatusReport, reporter: Reporter) -> None:
                    [[r["resource"], r["state"], r["message"]] for r in report.resources], title="workloads")
     for image in report.images:
         reporter.line(f"image: {image}")
+
+
+def component_pods(api, namespace: str, objects: Sequence[dict[str, Any]], release: str,
+                   component: str) -> list[dict[str, Any]]:
+    """The pods of the release's workloads that ``component`` names (:func:`readiness.workloads.matches`).
+
+    UserError listing the known components when none matches; OperationFailed when they have no pod.
+    """
+    workloads = readiness.workloads_in(objects, namespace)
+    chosen = readiness.matching(workloads, component)
+    if not chosen:
+        known = ", ".join(readiness.components(workloads, release)) or "none"
+        raise UserError(f"no workload of release '{release}' is component '{component}' (known: {known})",
+                        "pass one of them with --component")
+    kinds = ("Pod", "ReplicaSet", *sorted({w["kind"] for w in chosen}))
+    try:
+        live = {kind: readiness.list_objects(api, kind, namespace) for kind in kinds}
+    except Exception as exc:
+        raise kube.api_error(api, exc, f"listing the pods of {namespace}") from exc
+    named = {(kind, o["metadata"]["name"]): o for kind, items in live.items() for o in items}
+    pods = {}
+    for w in chosen:  # the live workload when there is one: a Job's selector is set by the API server
+        workload = named.get((w["kind"], w["metadata"]["name"]), w)
+        pods.update({p["metadata"]["name"]: p for p in readiness.pods_of(workload, live["Pod"], live["ReplicaSet"])})
+    if not pods:
+        names = ", ".join(f"{w['kind'].lower()}/{w['metadata']['name']}" for w in chosen)
+        raise OperationFailed(f"{names} has no pod in namespace {namespace}", "see `inv dev.status`")
+    return [pods[name] for name in sorted(pods)]
+
+
+def show_logs(project: Project, env: Environment, component: str, *, tail: int | None = 100, follow: bool = False,
+              previous: bool = False, write: Callable[[str], Any] = print) -> int:
+    """Write (or follow) the logs of a component's pods; returns the number of containers read."""
+    cluster = connect(project, env)
+    if cluster.release is None:
+        raise UserError(f"release '{project.release}' is not installed in {env.namespace}",
+                        f"deploy it first: inv dev.deploy --env {env.name}")
+    objects = helm.manifest(project.release, env.namespace, cluster.context)
+    pods = component_pods(cluster.api, env.namespace, objects, project.release, component)
+    return kube.stream_pod_logs(cluster.api, env.namespace, pods, tail=tail, follow=follow, previous=previous,
+                                write=write)

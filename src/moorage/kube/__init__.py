@@ -6,7 +6,7 @@
 * :mod:`.namespaces`: whether a namespace is being deleted, waiting until it is gone.
 * :mod:`.pods`: :func:`pod_ready`, THE rule for a ready pod; listing pods.
 * :mod:`.logs`: a container's log, :func:`follow_log` (THE log follower),
-  the logs of a selector's pods.
+  the logs of given pods or of a selector's pods.
 * :mod:`.portforward`: a Service's port served on ``127.0.0.1``.
 * :mod:`.exec`: a command run in a container with binary stdin/stdout streams.
 * :mod:`.websocket`: opening the exec and port-forward WebSockets (shared by the two above).
@@ -34,7 +34,7 @@ from .api import (
 )
 from .apply import apply
 from .exec import ExecResult, exec_stream
-from .logs import follow_log, pod_log, stream_logs
+from .logs import follow_log, pod_log, stream_logs, stream_pod_logs
 from .namespaces import namespace_deletion, wait_namespace_deleted
 from .pods import list_pods, pod_ready
 from .portforward import pod_port_forward, port_forward, resolve_service_target, service_port
@@ -69,6 +69,7 @@ __all__ = [
     "server_url",
     "service_port",
     "stream_logs",
+    "stream_pod_logs",
     "unreachable",
     "wait_namespace_deleted",
 ]

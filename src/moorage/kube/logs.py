@@ -1,10 +1,11 @@
 """Container logs: read one (:func:`pod_log`), follow one line by line (:func:`follow_log`, THE log
-follower), and show those of every pod of a selector (:func:`stream_logs`)."""
+follower), and show those of given pods (:func:`stream_pod_logs`) or of every pod of a selector
+(:func:`stream_logs`)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..core.errors import OperationFailed
@@ -68,11 +69,7 @@ def follow_log(api, namespace: str, pod: str, container: str, *, on_line: Callab
 
 def stream_logs(api, namespace: str, selector: str, *, tail: int | None = 100, follow: bool = False,
                 previous: bool = False, write: Callable[[str], Any] = print) -> int:
-    """Write the logs of every container of the pods matching ``selector``, one ``[pod/container] line`` each.
-
-    With ``follow`` the streams stay open (one thread per container) until the
-    pods end or Ctrl-C. Returns the number of containers read.
-    """
+    """Write the logs of every container of the pods matching ``selector`` (:func:`stream_pod_logs`)."""
     try:
         pods = list_pods(api, namespace, selector)
     except Exception as exc:
@@ -80,6 +77,16 @@ def stream_logs(api, namespace: str, selector: str, *, tail: int | None = 100, f
     if not pods:
         raise OperationFailed(f"no pod matches {selector} in namespace {namespace}",
                               hint="check the component name or `inv dev.status`")
+    return stream_pod_logs(api, namespace, pods, tail=tail, follow=follow, previous=previous, write=write)
+
+
+def stream_pod_logs(api, namespace: str, pods: Sequence[Mapping[str, Any]], *, tail: int | None = 100,
+                    follow: bool = False, previous: bool = False, write: Callable[[str], Any] = print) -> int:
+    """Write the logs of every container of ``pods``, one ``[pod/container] line`` each.
+
+    With ``follow`` the streams stay open (one thread per container) until the
+    pods end or Ctrl-C. Returns the number of containers read.
+    """
     lock = threading.Lock()
     targets = [(p["metadata"]["name"], c["name"]) for p in pods for c in p["spec"].get("containers", [])]
 

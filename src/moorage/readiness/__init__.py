@@ -14,12 +14,16 @@ timeout. The modules, bottom up:
   :func:`collect_diagnostics`, a bundle for CI artifacts.
 * :mod:`.view`: the :class:`LiveView` and :func:`wait_with_view`, the usual
   sequence of all of the above.
+* :mod:`.workloads`: what of a namespace belongs to a release (pods, ReplicaSets,
+  claims), found from its manifest, and the workloads a component name picks.
 """
 
 from .diagnostics import collect_diagnostics, explain_failure
 from .rules import WAITABLE, PodProblem, Resource, ResourceState, State, Verdict, resources_in
 from .view import LiveView, wait_with_view
 from .wait import ApiOutage, Result, snapshot, wait_for
+from .watch import list_objects
+from .workloads import claims_in, components, matching, members, pods_of, release_claims, workloads_in
 
 __all__ = [
     "WAITABLE",
@@ -31,10 +35,18 @@ __all__ = [
     "Result",
     "State",
     "Verdict",
+    "claims_in",
     "collect_diagnostics",
+    "components",
     "explain_failure",
+    "list_objects",
+    "matching",
+    "members",
+    "pods_of",
+    "release_claims",
     "resources_in",
     "snapshot",
     "wait_for",
     "wait_with_view",
+    "workloads_in",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from ..core.report import Reporter
 from .rules import Resource, Verdict, int_of
 from .wait import Result
 from .watch import list_objects
+from .workloads import members
 
 BUNDLE_KINDS = ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "Pod", "PersistentVolumeClaim",
                 "Service")
@@ -56,12 +58,15 @@ def _instances(has_previous: bool) -> tuple[bool, ...]:
 
 
 def collect_diagnostics(api, namespace: str, selector: str | None, out_dir: str | Path,
-                        extra: dict[str, str] | None = None) -> Path:
+                        extra: dict[str, str] | None = None, *,
+                        manifest: Sequence[Mapping[str, Any]] | None = None) -> Path:
     """Write a diagnostics bundle to ``out_dir`` and return it.
 
     Layout: ``objects/<kind>-<name>.yaml`` (full objects with status, the
     describe-equivalent) for the workloads, ReplicaSets, pods, PVCs and
-    Services matching ``selector``; ``events.yaml`` and ``events.txt`` (all
+    Services of the release whose rendered ``manifest`` is given (found as
+    :func:`.workloads.members` says, whatever the chart's labels), else those
+    matching ``selector``; ``events.yaml`` and ``events.txt`` (all
     events of the namespace, oldest first); ``logs/<pod>/<container>.log`` and
     ``<container>.previous.log``; one file per ``extra`` entry (e.g.
     ``helm-status.txt``); ``errors.txt`` for anything that could not be read.
@@ -70,7 +75,7 @@ def collect_diagnostics(api, namespace: str, selector: str | None, out_dir: str 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
-    pods = _write_objects(api, namespace, selector, out, errors)
+    pods = _write_objects(api, namespace, selector, manifest, out, errors)
     _write_events(api, namespace, out, errors)
     _write_logs(api, namespace, pods, out, errors)
     _write_extra(extra or {}, out, errors)
@@ -79,17 +84,21 @@ def collect_diagnostics(api, namespace: str, selector: str | None, out_dir: str 
     return out
 
 
-def _write_objects(api, namespace: str, selector: str | None, out: Path, errors: list[str]) -> list[dict[str, Any]]:
+def _write_objects(api, namespace: str, selector: str | None, manifest: Sequence[Mapping[str, Any]] | None,
+                   out: Path, errors: list[str]) -> list[dict[str, Any]]:
     """``objects/<kind>-<name>.yaml`` for every object of the bundle's kinds; returns the pods."""
     import yaml
 
-    pods: list[dict[str, Any]] = []
+    listed: dict[str, list[dict[str, Any]]] = {}
     for kind in BUNDLE_KINDS:
         try:
-            items = list_objects(api, kind, namespace, selector)
+            listed[kind] = list_objects(api, kind, namespace, None if manifest is not None else selector)
         except Exception as exc:  # noqa: BLE001 - diagnostics are best effort
             errors.append(f"listing {kind}: {exc}")
-            continue
+    if manifest is not None:
+        listed = members(manifest, namespace, listed)
+    pods: list[dict[str, Any]] = []
+    for kind, items in listed.items():
         for item in items:
             name = item["metadata"]["name"]
             path = out / "objects" / f"{kind.lower()}-{_SAFE.sub('_', name)}.yaml"

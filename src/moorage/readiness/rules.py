@@ -19,7 +19,8 @@ Semantics are those of ``kubectl rollout status``:
   scheduled, and that pod's readiness is what its workload waits for anyway.
   A Pending claim that no pod uses keeps waiting.
 
-Pods of the workloads being waited for (matched by the workload's selector;
+Pods of the workloads being waited for (found by their owner references, else by
+the workload's own selector, never by a label Moorage expects: :func:`belongs`;
 for Deployments only pods of the newest ReplicaSet, see :func:`owns`) fail the
 wait at once on ImagePullBackOff, ErrImagePull, ErrImageNeverPull,
 InvalidImageName, CrashLoopBackOff, CreateContainerConfigError,
@@ -253,17 +254,45 @@ def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) ->
     return True
 
 
+def controller_of(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The owner reference marked ``controller`` (the object that created ``obj``), or None."""
+    return next((o for o in (obj.get("metadata") or {}).get("ownerReferences") or [] if o.get("controller")), None)
+
+
+def belongs(workload: Mapping[str, Any], pod: Mapping[str, Any],
+            replicasets: Mapping[str, Mapping[str, Any]] | None = None) -> bool:
+    """Whether ``pod`` was created by ``workload``, whatever labels the chart gives its pods.
+
+    The pod's controller reference decides (pod → StatefulSet, DaemonSet or Job;
+    pod → ReplicaSet → Deployment when the ReplicaSet is in ``replicasets``);
+    a pod without one, or whose ReplicaSet is unknown, is matched by the
+    workload's own selector (a Job without one: by its ``job-name`` label).
+    """
+    kind, meta = workload.get("kind"), workload.get("metadata") or {}
+    pod_meta = pod.get("metadata") or {}
+    if pod_meta.get("namespace") != meta.get("namespace"):
+        return False
+    owner = controller_of(pod)
+    if owner is not None:
+        if owner.get("kind") == "ReplicaSet" and replicasets is not None and owner.get("name") in replicasets:
+            parent = controller_of(replicasets[owner["name"]])
+            return kind == "Deployment" and parent is not None and parent.get("kind") == "Deployment" \
+                and parent.get("name") == meta.get("name")
+        if owner.get("kind") in ("StatefulSet", "DaemonSet", "Job") or \
+                (owner.get("kind") == "ReplicaSet" and kind != "Deployment"):
+            return owner.get("kind") == kind and owner.get("name") == meta.get("name")
+    labels = pod_meta.get("labels") or {}
+    selector = (workload.get("spec") or {}).get("selector")
+    if kind == "Job" and not selector:
+        return meta.get("name") in (labels.get("job-name"), labels.get("batch.kubernetes.io/job-name"))
+    return selector_matches(selector, labels)
+
+
 def owns(kind: str, workload: dict[str, Any], pod: dict[str, Any],
          replicasets: dict[str, dict[str, Any]] | None = None) -> bool:
-    """Whether ``pod`` belongs to the current rollout of ``workload``."""
-    if pod["metadata"].get("namespace") != workload["metadata"].get("namespace"):
-        return False
-    labels = pod["metadata"].get("labels") or {}
-    selector = workload.get("spec", {}).get("selector")
-    if kind == "Job" and not selector:
-        name = workload["metadata"]["name"]
-        return name in (labels.get("job-name"), labels.get("batch.kubernetes.io/job-name"))
-    if not selector_matches(selector, labels):
+    """Whether ``pod`` belongs to the current rollout of ``workload`` (:func:`belongs`, and for a Deployment
+    whose ReplicaSets are known, a pod of the ReplicaSet at the Deployment's revision)."""
+    if not belongs({**workload, "kind": kind}, pod, replicasets):
         return False
     if kind == "Deployment" and replicasets is not None:
         owner = next((o for o in pod["metadata"].get("ownerReferences") or [] if o.get("kind") == "ReplicaSet"), None)

@@ -4,7 +4,7 @@ sequence (wait in the live view; on failure explain on screen and write the diag
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +101,12 @@ class LiveView:
 def wait_with_view(api, resources: Iterable[Resource], timeout: float, reporter: Reporter, *,
                    label_selector: str | None = None, diagnostics_dir: str | Path | None = None,
                    namespace: str | None = None,
-                   extra: dict[str, str] | Callable[[], dict[str, str]] | None = None) -> Result:
+                   extra: dict[str, str] | Callable[[], dict[str, str]] | None = None,
+                   manifest: Sequence[Mapping[str, Any]] | None = None) -> Result:
     """The usual sequence: live view while waiting; on failure explain on screen and write the bundle.
+
+    The bundle holds the objects of the release whose rendered ``manifest`` is given (else those
+    ``label_selector`` matches): see :func:`.diagnostics.collect_diagnostics`.
 
     Returns the result; raises :class:`OperationFailed` (exit 1) if not ready,
     with the bundle's path in the hint when one was written.
@@ -118,7 +122,8 @@ def wait_with_view(api, resources: Iterable[Resource], timeout: float, reporter:
     hint = "see the events and logs above"
     if diagnostics_dir is not None:
         ns = namespace or (result.failed.namespace if result.failed else resources[0].namespace)
-        path = collect_diagnostics(api, ns, label_selector, diagnostics_dir, extra() if callable(extra) else extra)
+        path = collect_diagnostics(api, ns, label_selector, diagnostics_dir, extra() if callable(extra) else extra,
+                                   manifest=manifest)
         reporter.line(f"diagnostics written to {path}")
         hint = f"see the events and logs above and the diagnostics in {path}"
     raise OperationFailed(f"release not ready: {result.reason}", hint=hint)

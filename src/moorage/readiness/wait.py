@@ -83,8 +83,9 @@ def wait_for(api, resources: Iterable[Resource], timeout: float, *,
     """Wait until every resource is ready, one fails, or ``timeout`` seconds pass.
 
     ``on_change`` is called (in the caller's thread) with each new state of a
-    resource. ``label_selector`` narrows the watches (e.g. the release's
-    ``app.kubernetes.io/instance=NAME``); the resources themselves must match it.
+    resource. ``label_selector`` narrows the watches; the resources and their
+    pods must all match it (a release's are found without one: a chart labels
+    its pods as it likes, and :func:`~.rules.owns` follows owner references).
     A watch that cannot work at all (403 Forbidden, unknown namespace...)
     raises the project's error; connection trouble is retried until the timeout,
     and reported to ``on_outage`` (in the caller's thread) while it lasts.

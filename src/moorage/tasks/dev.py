@@ -45,22 +45,28 @@ def status(ctx, env=None, json=False):
 
 @mtask(help={
     "env": ENV_HELP,
-    "component": "component whose pods to show (backend, worker, frontend, postgresql, redis)",
+    "component": "the workload whose pods to show: its name, the end of its name after a '-', or its pods' "
+                 "app.kubernetes.io/component, app or component label (default: backend)",
     "follow": "keep streaming new lines (Ctrl-C to stop)",
     "tail": "lines of history to show first",
     "previous": "the previous (crashed) container instance",
 })
 def logs(ctx, env=None, component="backend", follow=False, tail=100, previous=False):
-    """Show (or follow) the logs of a component's pods."""
-    from .. import connection, kube
+    """Show (or follow) the logs of a component's pods.
+
+    --component NAME picks the release's workloads (from its manifest) named NAME
+    or ending in -NAME, or whose pod template has the label
+    app.kubernetes.io/component=NAME, app=NAME or component=NAME; their pods are
+    found by owner references and the workloads' own selectors, so any chart's
+    labels work. When none matches, the error lists the known components.
+    """
+    from .. import release
 
     proj = project(ctx)
     environment = proj.env(env)
-    cluster = connection.connect(proj, environment)
-    selector = proj.selector(component)
     try:
-        kube.stream_logs(cluster.api, environment.namespace, selector, tail=int(tail), follow=follow,
-                         previous=previous, write=lambda line: print(line, flush=True))
+        release.show_logs(proj, environment, component, tail=int(tail), follow=follow, previous=previous,
+                          write=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         pass
 
