@@ -1,16 +1,13 @@
-"""The environment's database: which PostgreSQL a command talks to, its migrations run in the
-cluster or directly, and the backups around them.
+"""The environment's database (its ``database:`` setting: a pod, external, or none): which PostgreSQL a
+command talks to, its migrations (its ``migrations:`` setting), and the backups around them.
 
-- :func:`target_for` picks the target: a direct URL (``--database-url`` or
-  ``DATABASE_URL``) or the environment's PostgreSQL pod (:func:`pod_target`,
-  reached through :class:`KubePods`, the Kubernetes side of ``pg.PodExec``).
-- :func:`run_migrations_in_cluster` runs Alembic as an in-cluster Job built
-  from the live backend Deployment (``moorage.migration_job``).
-- :func:`migrate`, :func:`status`, :func:`history`, :func:`downgrade` and
-  :func:`shell` are what the ``db.*`` tasks call; :func:`take_backup` and
-  :func:`restore` what ``backup.create`` and ``backup.restore`` call.
-- :func:`backup_if_migrating`: the deploy's verified backup before an upgrade
-  that brings migrations.
+- :func:`target_for` picks the target: a URL (``--database-url``, ``DATABASE_URL``, an external
+  database's ``url_env``) or the PostgreSQL pod (:func:`pod_target`, through :class:`KubePods`).
+- :func:`run_migrations_in_cluster` runs Alembic or a migration command as a Job built from the
+  live migration workload (``moorage.migration_job``).
+- :func:`migrate`, :func:`status`, :func:`history`, :func:`downgrade`, :func:`shell`: the ``db.*``
+  tasks; :func:`take_backup`, :func:`restore`: ``backup.create``/``restore``;
+  :func:`backup_if_migrating`: the deploy's verified backup before an upgrade that may migrate.
 
 Every one of them reaches the database first (one line with host, port and
 reason if it cannot, exit 2, nothing changed). Those that change it hold a
@@ -30,72 +27,37 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from . import backup, kube, migrations
+from . import backup, migrations
 from .backup.drill import DrillCheck, DrillResult, drill_backup
 from .backup.remote import BackupVolume, merged
 from .connection import connect
 from .core import lock
 from .core.config import DEFAULT_ALEMBIC_INI, Environment, Project
-from .core.errors import MoorageError, Unreachable, UserError
+from .core.errors import MoorageError, UserError
 from .core.report import Reporter
 from .migration_job import run_migration_job
 from .migrations import Migration, MigrationStatus
-from .pg import LocalTarget, PodTarget, Target, check_connection, database_url_from
+from .pg import (
+    DatabaseUrl,
+    LocalTarget,
+    Target,
+    check_connection,
+    database_url_from,
+)
+from .targets import (  # noqa: F401
+    POSTGRESQL_COMPONENT,
+    KubePods,
+    external_url,
+    pod_selector,
+    pod_target,
+    require_database,
+    target_for,
+)
 
-#: The chart component label of the environment's PostgreSQL pod.
-POSTGRESQL_COMPONENT = "postgresql"
 #: Seconds a direct Alembic run may take (invoke config ``db.alembic_timeout``).
 ALEMBIC_TIMEOUT = 3600
-
-
-# --------------------------------------------------------------------------- targets
-
-
-class KubePods:
-    """``moorage.kube`` bound to one API client, in the ``pg.PodExec`` shape."""
-
-    def __init__(self, api):
-        self.api = api
-
-    def find_pod(self, namespace: str, label_selector: str) -> str:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            pods = kube.list_pods(self.api, namespace, label_selector)
-        except ApiException as exc:
-            raise kube.api_error(self.api, exc, f"listing pods in {namespace}") from exc
-        ready = [p for p in pods if kube.pod_ready(p)]
-        if not ready:
-            raise Unreachable(f"no ready PostgreSQL pod ({label_selector}) in namespace {namespace}",
-                              "deploy the environment first (inv dev.deploy) or check inv dev.status")
-        return ready[0]["metadata"]["name"]
-
-    def exec_stream(self, namespace: str, pod: str, container: str, command: Sequence[str], *,
-                    stdin: IO[bytes] | None, on_stdout: Callable[[bytes], None]) -> tuple[int, str]:
-        result = kube.exec_stream(self.api, namespace, pod, list(command), container=container,
-                                  stdout=on_stdout, stdin=stdin)
-        return result.exit_code, result.stderr
-
-
-def pod_selector(project: Project) -> str:
-    """The label selector of the release's PostgreSQL pod."""
-    return project.selector(POSTGRESQL_COMPONENT)
-
-
-def pod_target(project: Project, env: Environment) -> PodTarget:
-    """The environment's PostgreSQL pod (its kube context checked against the configuration)."""
-    cluster = connect(project, env, allow_production=True, read_release=False)
-    return PodTarget.discover(KubePods(cluster.api), env.namespace, pod_selector(project))
-
-
-def target_for(project: Project, env: Environment, database_url: str | None) -> Target:
-    """A LocalTarget when a URL is given (flag or DATABASE_URL), else the env's pod."""
-    url = database_url_from(database_url)
-    if url is not None:
-        return LocalTarget(url)
-    return pod_target(project, env)
 
 
 # --------------------------------------------------------------------------- settings
@@ -125,24 +87,50 @@ def alembic_ini_path(project: Project, *choices: str | Path | None) -> Path:
     return path if path.is_absolute() else project.root / path
 
 
+def env_alembic_ini(project: Project, env: Environment, flag: str | Path | None = None,
+                    settings: DbSettings = DbSettings()) -> Path:
+    """The environment's alembic.ini: ``--alembic-ini``, then its ``migrations.alembic_ini``, then invoke
+    config ``db.alembic_ini``, then the default."""
+    return alembic_ini_path(project, flag, env.migrations.alembic_ini, settings.alembic_ini)
+
+
+def workload_of(project: Project, env: Environment, settings: DbSettings) -> tuple[str, str]:
+    """(kind, name) of the workload a migration Job copies: ``migrations.workload``, then invoke config
+    ``db.backend_deployment``, then ``deployment/<release>-backend``."""
+    if env.migrations.workload is None and settings.backend_deployment:
+        return "deployment", settings.backend_deployment
+    return env.migrations.workload_ref(project.release)
+
+
+def require_alembic(env: Environment, task: str) -> None:
+    """UserError unless the environment's migrations are Alembic's (status, history, downgrade read them)."""
+    kind = env.migrations.kind
+    if kind != "alembic":
+        what = ("a command Moorage runs but cannot read" if kind == "command" else "none (kind: none)")
+        raise UserError(f"{task} reads Alembic revisions, and the migrations of '{env.name}' are {what}",
+                        f"ask the migration tool itself (inv dev.logs, or kubectl exec), or set "
+                        f"moorage.environments.{env.name}.migrations.kind: alembic")
+
+
 # --------------------------------------------------------------------------- the migration Job
 
 
-def run_migrations_in_cluster(project: Project, env: Environment, args: Sequence[str], settings: DbSettings,
+def run_migrations_in_cluster(project: Project, env: Environment, command: Sequence[str], settings: DbSettings,
                               reporter: Reporter, *, dry_run: bool = False) -> str | None:
-    """``alembic ARGS`` as a Job from the backend Deployment; the Job's name (None on a dry run)."""
-    deployment = settings.backend_deployment or f"{project.release}-backend"
-    command = [*(settings.job_command or ("alembic",)), *args]
-    reporter.step(f"in-cluster: a Job from deployment {env.namespace}/{deployment} (its image, env and "
+    """``command`` as a Job from the migration workload (its image, env and secrets); the Job's name."""
+    kind, name = workload_of(project, env, settings)
+    reporter.step(f"in-cluster: a Job from {kind} {env.namespace}/{name} (its image, env and "
                   f"secrets) runs: {' '.join(command)}")
     if dry_run:
         reporter.line("dry run: nothing was created")
         return None
     cluster = connect(project, env, allow_production=True, read_release=False)
-    return run_migration_job(cluster.api, env.namespace, project.release, env.name, deployment, command, reporter,
+    return run_migration_job(cluster.api, env.namespace, project.release, env.name, (kind, name), command, reporter,
                              timeout=env.timeout)
 
 
+def _alembic_job(settings: DbSettings, *args: str) -> list[str]:
+    return [*(settings.job_command or ("alembic",)), *args]
 
 
 # --------------------------------------------------------------------------- guards
@@ -196,22 +184,45 @@ def _safety_backup(project: Project, env: Environment, target: Target, label: st
 # --------------------------------------------------------------------------- db.* operations
 
 
+def direct_url(project: Project, env: Environment, database_url: str | None) -> DatabaseUrl | None:
+    """The URL Alembic runs here against: the flag, DATABASE_URL, or the external database's; None for a pod."""
+    url = database_url_from(database_url)
+    if url is None and env.database.kind == "external":
+        url = external_url(project, env)
+    return url
+
+
 def migrate(project: Project, env: Environment, revision: str, reporter: Reporter, *, local: bool = False,
             database_url: str | None = None, alembic_ini: Path | None = None, settings: DbSettings = DbSettings(),
             dry_run: bool = False, confirm: Callable[[str], None] | None = None) -> None:
-    """Upgrade to ``revision``: an in-cluster Job, or Alembic here with ``local`` or a URL."""
+    """Upgrade to ``revision``, the way the environment's ``migrations`` say.
+
+    Alembic: here against a URL (``--local``/``--database-url``, DATABASE_URL, an external database), else
+    in a Job. A command: in a Job from its workload (all pending steps; ``--revision`` is Alembic's). None:
+    nothing to do.
+    """
+    require_database(env)
+    kind = env.migrations.kind
+    if kind == "none":
+        reporter.ok(f"'{env.name}' declares no migrations (migrations.kind: none): nothing to run")
+        return
     question = f"migrate the database of '{env.name}' to {revision}?"
-    if not (local or database_url):
+    url = direct_url(project, env, database_url) if kind == "alembic" else None
+    if kind == "command" and (local or database_url or revision != "head"):
+        raise UserError(f"the migrations of '{env.name}' are a command run in the cluster: "
+                        "--local, --database-url and --revision do not apply",
+                        f"run inv db.migrate --env {env.name} (the command applies what is pending)")
+    if url is None:
+        if local:
+            raise UserError("db.migrate --local needs a database URL", "pass --database-url or set DATABASE_URL")
+        command = list(env.migrations.command) if kind == "command" else _alembic_job(settings, "upgrade", revision)
         if not dry_run:
             _confirm(env, confirm, question)
         with contextlib.nullcontext() if dry_run else database_lock(project, env, None, "db.migrate"):
-            run_migrations_in_cluster(project, env, ["upgrade", revision], settings, reporter, dry_run=dry_run)
+            run_migrations_in_cluster(project, env, command, settings, reporter, dry_run=dry_run)
         return
-    url = database_url_from(database_url)
-    if url is None:
-        raise UserError("db.migrate --local needs a database URL", "pass --database-url or set DATABASE_URL")
     target = LocalTarget(url)
-    ini = alembic_ini_path(project, alembic_ini, settings.alembic_ini)
+    ini = env_alembic_ini(project, env, alembic_ini, settings)
     reporter.step(f"alembic upgrade {revision} on {url.masked}")
     current = check_connection(target)["alembic_heads"]
     if dry_run:
@@ -230,34 +241,34 @@ def migrate(project: Project, env: Environment, revision: str, reporter: Reporte
 def status(project: Project, env: Environment, database_url: str | None,
            alembic_ini: Path | None = None, settings: DbSettings = DbSettings()) -> tuple[Target, MigrationStatus]:
     """The target and how far its database is behind the scripts."""
+    require_alembic(env, "db.status")
     target = target_for(project, env, database_url)
     current = check_connection(target)["alembic_heads"]
-    return target, migrations.migration_status(alembic_ini_path(project, alembic_ini, settings.alembic_ini), current)
+    return target, migrations.migration_status(env_alembic_ini(project, env, alembic_ini, settings), current)
 
 
-def history(project: Project, database_url: str | None, alembic_ini: Path | None = None,
+def history(project: Project, env: Environment, database_url: str | None, alembic_ini: Path | None = None,
             settings: DbSettings = DbSettings()) -> tuple[list[Migration], list[str]]:
     """Every migration, newest first, and the revisions a directly reached database is at."""
+    require_alembic(env, "db.history")
     url = database_url_from(database_url)
     current = check_connection(LocalTarget(url))["alembic_heads"] if url is not None else []
-    return migrations.revisions(alembic_ini_path(project, alembic_ini, settings.alembic_ini)), current
+    return migrations.revisions(env_alembic_ini(project, env, alembic_ini, settings)), current
 
 
 def downgrade(project: Project, env: Environment, revision: str, reporter: Reporter, *,
               confirm: Callable[[str], None] | None, database_url: str | None = None,
               alembic_ini: Path | None = None, settings: DbSettings = DbSettings(), dry_run: bool = False) -> None:
-    """Back up (verified), then downgrade to ``revision``: Alembic here with a URL, else an in-cluster Job.
-
-    On the in-cluster path the backup streams out of the environment's
-    PostgreSQL pod through the exec stream; without such a pod (an external
-    database) there is no backup to take, so it refuses: pass the URL.
-    """
+    """Back up (verified), then downgrade to ``revision``: Alembic here with a URL (or an external
+    database), else in a Job, after a backup streamed out of the PostgreSQL pod through the exec API."""
     if not revision:
         raise UserError("--revision is required", "pass --revision REV (an id, 'base' or -1)")
-    url = database_url_from(database_url)
+    require_database(env)
+    require_alembic(env, "db.downgrade")
+    url = direct_url(project, env, database_url)
     where = url.masked if url is not None else f"the {env.name} PostgreSQL pod (through the exec stream)"
     reporter.step(f"plan: verified backup of {where}, then alembic downgrade {revision}"
-                  + ("" if url is not None else " in a Job from the backend Deployment"))
+                  + ("" if url is not None else " in a Job from the migration workload"))
     if dry_run:
         reporter.line("dry run: nothing was changed")
         return
@@ -267,11 +278,11 @@ def downgrade(project: Project, env: Environment, revision: str, reporter: Repor
     with database_lock(project, env, target, "db.downgrade"):
         taken = _safety_backup(project, env, target, "pre-downgrade", reporter)
         if url is not None:
-            migrations.alembic_command(alembic_ini_path(project, alembic_ini, settings.alembic_ini), url,
+            migrations.alembic_command(env_alembic_ini(project, env, alembic_ini, settings), url,
                                        "downgrade", revision, on_line=reporter.line, timeout=settings.alembic_timeout,
                                        log_dir=_log_dir(project))
         else:
-            run_migrations_in_cluster(project, env, ["downgrade", revision], settings, reporter)
+            run_migrations_in_cluster(project, env, _alembic_job(settings, "downgrade", revision), settings, reporter)
     reporter.ok(f"database downgraded to {revision}; restore with: inv backup.restore {taken.name}")
 
 
@@ -326,15 +337,25 @@ def restore(project: Project, env: Environment, name: str, database_url: str | N
 
 def backup_if_migrating(project: Project, env: Environment, alembic_ini: str | Path | None,
                         reporter: Reporter) -> str | None:
-    """A verified backup when the new code has migrations the database has not applied; its path, or None."""
+    """A verified backup before an upgrade that may migrate; its path, or None.
+
+    None without a database or migrations; with Alembic, only when the scripts hold revisions the
+    database has not applied; with a command (whose pending steps Moorage cannot see), always.
+    """
+    if not env.database.exists or env.migrations.kind == "none":
+        reporter.line("no database migrations declared: no backup needed")
+        return None
     target = target_for(project, env, None)
     current = check_connection(target)["alembic_heads"]
-    pending = migrations.migration_status(alembic_ini_path(project, alembic_ini), current).pending
-    if not pending:
-        reporter.line("no pending migrations: no backup needed")
-        return None
-    names = ", ".join(r.revision for r in pending)
-    reporter.line(f"pending migrations ({names}): taking a verified backup first")
+    if env.migrations.kind == "alembic":
+        pending = migrations.migration_status(env_alembic_ini(project, env, alembic_ini), current).pending
+        if not pending:
+            reporter.line("no pending migrations: no backup needed")
+            return None
+        reporter.line(f"pending migrations ({', '.join(r.revision for r in pending)}): taking a verified backup first")
+    else:
+        reporter.line("the migration command may change the schema (Moorage cannot see what it has pending): "
+                      "taking a verified backup first")
     with database_lock(project, env, target, "the pre-upgrade backup of a deploy"):
         taken = _safety_backup(project, env, target, "pre-upgrade", reporter)
     return str(taken.path)

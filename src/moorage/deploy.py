@@ -27,7 +27,7 @@ from . import artifacts, database, helm, kube, migrations, pg, plan, prerequisit
 from .cluster import delivery_method, normalise_ref
 from .connection import Connected, connect, diagnostics_dir, wait_release
 from .core import lock, proc
-from .core.config import DEFAULT_ALEMBIC_INI, Environment, Project, load_secrets, load_values
+from .core.config import Environment, Project, load_secrets, load_values
 from .core.errors import Interrupted, MoorageError, OperationFailed
 from .core.lock import scope_name
 from .core.report import Reporter
@@ -44,7 +44,7 @@ class Options:
     # Take a verified backup before an upgrade that has pending migrations (``deploy`` to shared
     # environments). The database is the environment's pod, or DATABASE_URL (external PostgreSQL).
     backup_before_migrations: bool = False
-    alembic_ini: str = DEFAULT_ALEMBIC_INI
+    alembic_ini: str | None = None  # invoke config db.alembic_ini; else the environment's migrations setting
     # Images not built nor delivered: their values keep these references (``dev.watch`` rebuilds one
     # image while the others run what they run).
     keep: dict[str, str] = field(default_factory=dict)
@@ -358,7 +358,9 @@ def recover(run: Run, reason: str) -> None:
 
 def schema_heads(run: Run) -> list[str] | None:
     """The database's migration heads, or None where the stack has no Alembic database to read."""
-    if not database.alembic_ini_path(run.project, run.options.alembic_ini).is_file():
+    env = run.env
+    if not env.database.exists or env.migrations.kind != "alembic" or \
+            not database.env_alembic_ini(run.project, env, run.options.alembic_ini).is_file():
         return None
     try:
         return pg.database_info(database.target_for(run.project, run.env, None))["alembic_heads"]
@@ -374,7 +376,7 @@ def _schema_after_failure(run: Run) -> plan.SchemaCheck | None:
     after = schema_heads(run)
     if after is None or sorted(after) == sorted(run.schema_before):
         return None
-    ini = database.alembic_ini_path(run.project, run.options.alembic_ini)
+    ini = database.env_alembic_ini(run.project, run.env, run.options.alembic_ini)
     before_status = migrations.migration_status(ini, run.schema_before)
     after_status = migrations.migration_status(ini, after)
     compatible = [m.revision for m in before_status.pending if m.backward_compatible]

@@ -25,12 +25,12 @@ from .core.report import Reporter
 LOG_POLL_SECONDS = 0.5
 
 
-def run_migration_job(api, namespace: str, release: str, env_name: str, deployment_name: str,
+def run_migration_job(api, namespace: str, release: str, env_name: str, workload: tuple[str, str],
                       command: Sequence[str], reporter: Reporter, *, timeout: int) -> str:
-    """Create the migration Job, stream its logs, wait for it; returns the Job's name."""
-    deployment = _read_deployment(api, namespace, env_name, deployment_name)
+    """Create the migration Job from ``workload`` (kind, name), stream its logs, wait for it; the Job's name."""
+    source = _read_workload(api, namespace, env_name, workload)
     name = migrations.migration_job_name(release, datetime.now(UTC).strftime("%Y%m%d%H%M%S"))
-    job = migrations.migration_job(deployment, list(command), name=name)
+    job = migrations.migration_job(source, list(command), name=name)
     job["metadata"]["namespace"] = namespace
     _create_job(api, namespace, job)
     reporter.step(f"job {name}: {' '.join(command)}")
@@ -52,19 +52,25 @@ def run_migration_job(api, namespace: str, release: str, env_name: str, deployme
     return name
 
 
-def _read_deployment(api, namespace: str, env_name: str, name: str) -> dict[str, Any]:
+_READERS = {"deployment": "read_namespaced_deployment", "statefulset": "read_namespaced_stateful_set",
+            "daemonset": "read_namespaced_daemon_set"}
+
+
+def _read_workload(api, namespace: str, env_name: str, workload: tuple[str, str]) -> dict[str, Any]:
     from kubernetes.client import AppsV1Api
     from kubernetes.client.exceptions import ApiException
 
+    kind, name = workload
     try:
-        return kube.read_json(kube.retrying(AppsV1Api(api).read_namespaced_deployment, name, namespace,
-                                            _preload_content=False))
+        read = getattr(AppsV1Api(api), _READERS[kind])
+        return kube.read_json(kube.retrying(read, name, namespace, _preload_content=False))
     except ApiException as exc:
         if exc.status == 404:
-            raise UserError(f"deployment {namespace}/{name} does not exist, so there is no image "
+            raise UserError(f"{kind} {namespace}/{name} does not exist, so there is no image "
                             "and config to migrate with",
-                            f"deploy first (inv dev.deploy --env {env_name}) or use --local with a DATABASE_URL") from None
-        raise kube.api_error(api, exc, f"reading deployment {name}") from None
+                            f"deploy first (inv dev.deploy --env {env_name}), fix migrations.workload in invoke.yaml, "
+                            "or use --local with a DATABASE_URL") from None
+        raise kube.api_error(api, exc, f"reading {kind} {name}") from None
 
 
 def _create_job(api, namespace: str, job: dict[str, Any]) -> None:

@@ -94,6 +94,11 @@ class DatabaseUrl:
     def secrets(self) -> tuple[str, ...]:
         return (self.password,) if self.password else ()
 
+    def with_param(self, key: str, value: str) -> DatabaseUrl:
+        """The URL with one more query parameter (``sslmode=require``), its raw form included."""
+        raw = self.raw + ("&" if "?" in self.raw else "?") + f"{key}={quote(value, safe='')}" if self.raw else ""
+        return replace(self, params=(*self.params, (key, value)), raw=raw)
+
     def with_database(self, name: str) -> DatabaseUrl:
         return replace(self, database=name, raw="")
 
@@ -396,14 +401,33 @@ class PodExec(Protocol):
         """Run ``command`` in the container, binary-safe both ways; (exit code, stderr)."""
 
 
-# Runs inside the pod: connect over the local socket as the image's user; the
-# password (if the image sets one) stays in the pod's own environment.
-POD_WRAPPER = (
-    'db="$1"; shift; '
-    'export PGUSER="${POSTGRES_USER:-postgres}" PGDATABASE="${db:-${POSTGRES_DB:-$POSTGRES_USER}}" PGAPPNAME=moorage; '
-    'if [ -n "$POSTGRES_PASSWORD" ]; then export PGPASSWORD="$POSTGRES_PASSWORD"; fi; '
-    'exec "$@"'
-)
+@dataclass(frozen=True)
+class PodLogin:
+    """How a PodTarget logs in inside its container: the names of the variables that hold the user, the
+    database and the password there (the values never leave the pod), and optionally a superuser (a literal
+    name, its password in a variable) used instead, for the rights a restore needs."""
+
+    user_env: str = "POSTGRES_USER"
+    database_env: str = "POSTGRES_DB"
+    password_env: str = "POSTGRES_PASSWORD"
+    superuser: str | None = None
+    superuser_password_env: str | None = None
+
+    def wrapper(self) -> str:
+        """The shell line run in the pod: ``sh -c WRAPPER sh DATABASE PROGRAM ARGS...``.
+
+        Variable names are identifiers (checked by the configuration), the superuser's name is quoted.
+        """
+        default_db = f'${{{self.database_env}:-${{{self.user_env}:-postgres}}}}'
+        if self.superuser:
+            user = "'" + self.superuser.replace("'", "'\\''") + "'"
+            password = self.superuser_password_env
+        else:
+            user, password = f'"${{{self.user_env}:-postgres}}"', self.password_env
+        login = (f'db="$1"; shift; export PGUSER={user} PGDATABASE="${{db:-{default_db}}}" PGAPPNAME=moorage; ')
+        if password:
+            login += f'if [ -n "${{{password}:-}}" ]; then export PGPASSWORD="${{{password}}}"; fi; '
+        return login + 'exec "$@"'
 
 
 class PodTarget:
@@ -421,11 +445,12 @@ class PodTarget:
     kind = "pod"
 
     def __init__(self, kube: PodExec, namespace: str, pod: str, *, container: str = "postgresql",
-                 database: str | None = None):
+                 database: str | None = None, login: PodLogin = PodLogin()):
         self.kube = kube
         self.namespace = namespace
         self.pod = pod
         self.container = container
+        self.login = login
         self.secrets: tuple[str, ...] = ()
         self.description = f"pod {namespace}/{pod}"
         self.endpoint = f"pod {namespace}/{pod}"
@@ -447,10 +472,11 @@ class PodTarget:
         return self._database
 
     def for_database(self, name: str) -> PodTarget:
-        return PodTarget(self.kube, self.namespace, self.pod, container=self.container, database=name)
+        return PodTarget(self.kube, self.namespace, self.pod, container=self.container, database=name,
+                         login=self.login)
 
     def command(self, argv: Sequence[str], database: str | None = None) -> list[str]:
-        return ["sh", "-c", POD_WRAPPER, "sh", database or self._database or "", *argv]
+        return ["sh", "-c", self.login.wrapper(), "sh", database or self._database or "", *argv]
 
     def run_streaming(self, argv: Sequence[str], *, stdin: IO[bytes] | None = None,
                       stdout: Callable[[bytes], None] | None = None, database: str | None = None) -> Completed:

@@ -203,6 +203,11 @@ def restore_backup(target: Target, backup: Backup, *, environment: str, backups_
     """
     verified = _verified_for(backup, environment, force_env)
     plan = plan_restore(backup, target, jobs=jobs, keep_old=keep_old, when=now)
+    lacking = missing_right(target, plan.database)
+    if lacking:
+        raise UserError(f"cannot restore into {plan.database} on {target.description}: {lacking}",
+                        "configure a superuser for restores (database.superuser in invoke.yaml) or grant that "
+                        "right; nothing was changed")
     confirm(plan)
     result: dict[str, Any] = {"backup": backup.name, "database": plan.database, "verified": verified,
                               "old_database": plan.old_database if keep_old else None}
@@ -225,6 +230,26 @@ def restore_backup(target: Target, backup: Backup, *, environment: str, backups_
         raise OperationFailed(f"restore of {backup.name} stopped: {exc.message}; {state.describe()}",
                               exc.hint) from None
     return result
+
+
+def missing_right(target: Target, database: str) -> str | None:
+    """Why the target's user cannot run a restore (build a new database and swap it in), or None.
+
+    It needs CREATEDB (or superuser) to create the copy, and to own the database (or be a member of
+    its owner's role) to give the copy that owner and rename both.
+    """
+    row = sql(target, "SELECT r.rolsuper, r.rolcreatedb, coalesce(pg_has_role(current_user, d.datdba, 'MEMBER'), "
+                      f"true), current_user FROM pg_roles r LEFT JOIN pg_database d ON d.datname = "
+                      f"{quote_literal(database)} WHERE r.rolname = current_user",
+              database=MAINTENANCE_DB, what="reading the restoring user's rights").strip()
+    superuser, createdb, owner, user = (row.split("|") + ["", "", "", ""])[:4]
+    if superuser == "t":
+        return None
+    if createdb != "t":
+        return f"user {user} lacks CREATEDB, needed to create the database the backup is restored into"
+    if owner != "t":
+        return f"user {user} does not own {database} (nor belong to its owner's role), needed to swap it"
+    return None
 
 
 def _verified_for(backup: Backup, environment: str, force_env: bool) -> dict[str, Any]:

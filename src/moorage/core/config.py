@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .datastore import Database, Migrations, database, migrations
 from .errors import ConfigError, UserError
 from .reader import Reader as _Reader
 from .values import load_values, load_yaml, merge, yaml_loader  # noqa: F401 - re-exported
@@ -130,6 +131,8 @@ class Environment:
     required_secrets: tuple[str, ...] = ()
     smoke: tuple[SmokeCheck, ...] = ()
     prerequisites: Prerequisites = Prerequisites()
+    database: Database = Database()
+    migrations: Migrations = Migrations()
 
     @property
     def values_file(self) -> Path:
@@ -352,7 +355,7 @@ def _environment(name: str, values_files: tuple[Path, ...], release: str, raw: M
                  source: str, root: Path) -> Environment:
     r = _Reader(raw, f"moorage.environments.{name}", source)
     r.unknown({"namespace", "context", "cluster", "registry", "production", "timeout",
-               "start_minikube", "required_secrets", "smoke", "values", "prerequisites"})
+               "start_minikube", "required_secrets", "smoke", "values", "prerequisites", "database", "migrations"})
     cluster = r.str("cluster", "auto", required=True)
     if cluster not in CLUSTER_KINDS:
         raise r._bad("cluster", f"one of {', '.join(CLUSTER_KINDS)}", cluster)
@@ -373,6 +376,8 @@ def _environment(name: str, values_files: tuple[Path, ...], release: str, raw: M
         required_secrets=r.str_list("required_secrets"),
         smoke=smoke,
         prerequisites=prerequisites(r.map("prerequisites"), f"{r.where}.prerequisites", source, root),
+        database=database(r.raw.get("database"), f"{r.where}.database", source),
+        migrations=migrations(r.raw.get("migrations"), f"{r.where}.migrations", source),
     )
 
 
@@ -430,6 +435,8 @@ def load_secrets(project: Project, env: Environment, environ: Mapping[str, str] 
     """
     environ = os.environ if environ is None else environ
     wanted = set(project.secrets) | set(env.required_secrets) | set(env.prerequisites.env_keys)
+    if env.database.url_env:
+        wanted.add(env.database.url_env)
     merged: dict[str, str] = {}
     for path in (project.root / ".env", project.root / f".env.{env.name}"):
         if path.is_file():

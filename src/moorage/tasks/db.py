@@ -1,4 +1,5 @@
-"""``db.*``: Alembic migrations (in-cluster Job or direct), status, history, guarded downgrade, psql."""
+"""``db.*``: migrations (Alembic in a Job or here, any command in a Job, or none: per environment, its
+``migrations:`` setting), status, history, guarded downgrade, psql."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def _settings(ctx):
 })
 def migrate(ctx, env=None, revision="head", local=False, database_url=None, alembic_ini=None, yes=False,
             dry_run=False):
-    """Upgrade the database to the newest (or given) Alembic revision (asks first outside dev)."""
+    """Run the environment's migrations: Alembic to the newest (or given) revision, or its command (asks first
+    outside dev)."""
     proj = project(ctx)
     database.migrate(proj, proj.env(env), revision, reporter(), local=local, database_url=database_url,
                      alembic_ini=alembic_ini, settings=_settings(ctx), dry_run=dry_run,
@@ -55,12 +57,14 @@ def status(ctx, env=None, database_url=None, alembic_ini=None, json=False):
         out.line(f"  {rev.revision}  {rev.message}")
 
 
-@mtask(auto_shortflags=False, help={"alembic_ini": INI_HELP, "database_url": "also mark the revision this database is at",
-             "json": "print JSON on stdout"})
-def history(ctx, alembic_ini=None, database_url=None, json=False):
+@mtask(auto_shortflags=False, help={"env": ENV_HELP, "alembic_ini": INI_HELP,
+                                    "database_url": "also mark the revision this database is at",
+                                    "json": "print JSON on stdout"})
+def history(ctx, env=None, alembic_ini=None, database_url=None, json=False):
     """List the migration scripts, newest first."""
     out = reporter(json)
-    revs, current = database.history(project(ctx), database_url, alembic_ini, _settings(ctx))
+    proj = project(ctx)
+    revs, current = database.history(proj, proj.env(env), database_url, alembic_ini, _settings(ctx))
     if json:
         out.emit_json([{"revision": r.revision, "down": list(r.down), "message": r.message,
                         "current": r.revision in current} for r in revs])

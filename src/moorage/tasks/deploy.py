@@ -17,7 +17,6 @@ from ._boundary import confirm, mtask, project, reporter
 def deploy(ctx, env, yes=False, dry_run=False, no_rollback=False, json=False):
     """Deploy to a shared environment from CI: push images, upgrade, wait, smoke, roll back on failure."""
     from .. import deploy as pipeline
-    from ..core.config import DEFAULT_ALEMBIC_INI
 
     proj = project(ctx)
     environment = proj.env(env)
@@ -27,5 +26,5 @@ def deploy(ctx, env, yes=False, dry_run=False, no_rollback=False, json=False):
         confirm(f"deploy to production environment '{environment.name}' ({environment.namespace})?", yes=yes)
     options = pipeline.Options(dry_run=dry_run, no_rollback=no_rollback, smoke=True, allow_production=True,
                                backup_before_migrations=True,
-                               alembic_ini=(ctx.config.get("db", {}) or {}).get("alembic_ini") or DEFAULT_ALEMBIC_INI)
+                               alembic_ini=(ctx.config.get("db", {}) or {}).get("alembic_ini"))
     pipeline.run_and_report(proj, environment, options, out, json)
