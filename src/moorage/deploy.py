@@ -16,6 +16,7 @@ cut half-way (see ``proc.run(shield=True)``).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -283,10 +284,27 @@ def upgrade(run: Run) -> None:
             helm.call(args, timeout=env.timeout + 60, secrets=list(run.secrets.values()), what="helm upgrade",
                       shield=True, values_files=env.values_files)
         except OperationFailed as exc:
-            recover(run, exc.message)
-            raise
+            message = exc.message + hook_reason(run.cluster, env.namespace, exc.message)
+            recover(run, message)
+            raise OperationFailed(message, exc.hint, exit_code=exc.exit_code) from None
     now = helm.status(project.release, env.namespace, cluster.context)
     run.summary.revision = now.revision if now else run.summary.revision
+
+
+_HOOK_JOB = re.compile(r"Job/([a-z0-9.-]+)/([a-z0-9.-]+)|job ([a-z0-9.-]+) failed")
+
+
+def hook_reason(cluster: Connected, namespace: str, message: str) -> str:
+    """Why a chart's hook Job failed (its pod's last log lines), when helm's message names one; else ""."""
+    found = _HOOK_JOB.search(message)
+    if not found:
+        return ""
+    namespace, job = (found.group(1), found.group(2)) if found.group(2) else (namespace, found.group(3))
+    try:
+        tail = kube.job_log_tail(cluster.api, namespace, job)
+    except MoorageError:
+        return ""
+    return f"; hook job {job} logged: {tail}" if tail else ""
 
 
 def wait(run: Run) -> None:

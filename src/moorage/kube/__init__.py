@@ -34,7 +34,7 @@ from .api import (
 )
 from .apply import apply
 from .exec import ExecResult, exec_stream
-from .logs import follow_log, pod_log, stream_logs, stream_pod_logs
+from .logs import follow_log, job_log_tail, pod_log, stream_logs, stream_pod_logs
 from .namespaces import namespace_deletion, wait_namespace_deleted
 from .pods import list_pods, pod_ready
 from .portforward import pod_port_forward, port_forward, resolve_service_target, service_port
@@ -58,6 +58,7 @@ __all__ = [
     "list_pods",
     "namespace_deletion",
     "ping",
+    "job_log_tail",
     "pod_log",
     "pod_port_forward",
     "pod_ready",

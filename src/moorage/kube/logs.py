@@ -34,6 +34,18 @@ def pod_log(api, namespace: str, pod: str, container: str, *, previous: bool = F
         response.release_conn()
 
 
+def job_log_tail(api, namespace: str, job: str, lines: int = 5) -> str:
+    """The last ``lines`` log lines of a Job's newest pod that logged anything, joined by " | "; "" if none."""
+    pods = sorted(list_pods(api, namespace, f"job-name={job}"),
+                  key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "", reverse=True)
+    for pod in pods:
+        containers = pod.get("spec", {}).get("containers") or [{}]
+        text = pod_log(api, namespace, pod["metadata"]["name"], containers[0].get("name", ""), tail_lines=lines)
+        if text and text.strip():
+            return " | ".join(text.strip().splitlines()[-lines:])
+    return ""
+
+
 def open_log(api, namespace: str, pod: str, container: str, *, follow: bool = True, previous: bool = False,
              tail_lines: int | None = None):
     """The log of a container as an open stream (``_preload_content=False``); client errors are raised as is."""
