@@ -36,10 +36,6 @@ class Connected:
     release: helm.Release | None
     revisions: list[helm.Revision]
 
-    @property
-    def selector(self) -> str:
-        return self.project.selector()
-
 
 def connect(project: Project, env: Environment, *, dry_run: bool = False, reporter: Reporter | None = None,
             allow_production: bool = False, read_release: bool = True, read_history: bool = True) -> Connected:

@@ -31,10 +31,14 @@ class Target:
     restarts: int
 
 
-def targets(api, namespace: str, selector: str, ref: str) -> list[Target]:
-    """The running containers (of live pods matching ``selector``) whose image is ``ref``."""
+def targets(api, namespace: str, ref: str) -> list[Target]:
+    """The running containers in ``namespace`` whose image is ``ref``.
+
+    Found by the image alone, not by labels: ``ref`` is a tag only this build has, and a chart may label its
+    pods however it likes.
+    """
     found = []
-    for pod in kube.list_pods(api, namespace, selector):
+    for pod in kube.list_pods(api, namespace, ""):
         meta, status = pod["metadata"], pod.get("status") or {}
         if meta.get("deletionTimestamp") or status.get("phase") != "Running":
             continue

@@ -153,7 +153,7 @@ class Session:
         for attempt in Retrying(retry=retry_if_exception(live.pod_gone), stop=stop_after_delay(RETRY_SECONDS),
                                 wait=wait_fixed(0.5), reraise=True):
             with attempt:
-                targets = live.targets(self.api, self.env.namespace, self.project.selector(), self.deployed[name])
+                targets = live.targets(self.api, self.env.namespace, self.deployed[name])
                 if not targets:
                     raise OperationFailed(f"no running container of image {name} ({self.deployed[name]}): "
                                           "pod not found", "see inv dev.status")
@@ -175,7 +175,7 @@ class Session:
             full = self.drift(name)
             if not full.files or name in self.stale:
                 continue
-            targets = live.targets(self.api, self.env.namespace, self.project.selector(), self.deployed[name])
+            targets = live.targets(self.api, self.env.namespace, self.deployed[name])
             fresh = [t for t in targets if t.uid not in self.synced[name]]
             if not fresh:
                 continue
@@ -213,7 +213,7 @@ class Session:
             self.baseline[name] = self.current[name] = snaps[name]
             self.synced[name] = set()
             self.stale.discard(name)
-            for target in live.targets(self.api, self.env.namespace, self.project.selector(), self.deployed[name]):
+            for target in live.targets(self.api, self.env.namespace, self.deployed[name]):
                 self.logs.follow(target, from_start=True)
         sent = sum(summary.shipped.values())
         built = f"rebuilt {', '.join(summary.built)} (sent {human_bytes(sent)})" if summary.built else "built nothing"
