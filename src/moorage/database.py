@@ -35,7 +35,7 @@ from .backup.remote import BackupVolume, merged
 from .connection import connect
 from .core import lock
 from .core.config import DEFAULT_ALEMBIC_INI, Environment, Project
-from .core.errors import MoorageError, UserError
+from .core.errors import MoorageError, OperationFailed, UserError
 from .core.report import Reporter
 from .migration_job import run_migration_job
 from .migrations import Migration, MigrationStatus
@@ -108,15 +108,16 @@ def require_alembic(env: Environment, task: str) -> None:
     if kind != "alembic":
         what = ("a command Moorage runs but cannot read" if kind == "command" else "none (kind: none)")
         raise UserError(f"{task} reads Alembic revisions, and the migrations of '{env.name}' are {what}",
-                        f"ask the migration tool itself (inv dev.logs, or kubectl exec), or set "
-                        f"moorage.environments.{env.name}.migrations.kind: alembic")
+                        f"set moorage.environments.{env.name}.migrations.status_command to the tool's own status "
+                        "command (db.status runs it in a Job), or ask the tool directly")
 
 
 # --------------------------------------------------------------------------- the migration Job
 
 
 def run_migrations_in_cluster(project: Project, env: Environment, command: Sequence[str], settings: DbSettings,
-                              reporter: Reporter, *, dry_run: bool = False) -> str | None:
+                              reporter: Reporter, *, dry_run: bool = False,
+                              collect: list[str] | None = None) -> str | None:
     """``command`` as a Job from the migration workload (its image, env and secrets); the Job's name."""
     kind, name = workload_of(project, env, settings)
     reporter.step(f"in-cluster: a Job from {kind} {env.namespace}/{name} (its image, env and "
@@ -126,7 +127,7 @@ def run_migrations_in_cluster(project: Project, env: Environment, command: Seque
         return None
     cluster = connect(project, env, allow_production=True, read_release=False)
     return run_migration_job(cluster.api, env.namespace, project.release, env.name, (kind, name), command, reporter,
-                             timeout=env.timeout)
+                             timeout=env.timeout, collect=collect)
 
 
 def _alembic_job(settings: DbSettings, *args: str) -> list[str]:
@@ -238,22 +239,52 @@ def migrate(project: Project, env: Environment, revision: str, reporter: Reporte
     reporter.ok(f"database at {revision} ({env.name})")
 
 
-def status(project: Project, env: Environment, database_url: str | None,
-           alembic_ini: Path | None = None, settings: DbSettings = DbSettings()) -> tuple[Target, MigrationStatus]:
-    """The target and how far its database is behind the scripts."""
+def status(project: Project, env: Environment, database_url: str | None, alembic_ini: Path | None = None,
+           settings: DbSettings = DbSettings(), reporter: Reporter | None = None) -> tuple[Target, MigrationStatus]:
+    """The target and how far its database is behind the scripts (read here, or in the image when the
+    scripts are not in this checkout)."""
     require_alembic(env, "db.status")
     target = target_for(project, env, database_url)
     current = check_connection(target)["alembic_heads"]
-    return target, migrations.migration_status(env_alembic_ini(project, env, alembic_ini, settings), current)
+    ini = env_alembic_ini(project, env, alembic_ini, settings)
+    if ini.is_file():
+        return target, migrations.migration_status(ini, current)
+    return target, migrations.status_of(history_in_image(project, env, settings, reporter or Reporter()), current)
 
 
 def history(project: Project, env: Environment, database_url: str | None, alembic_ini: Path | None = None,
-            settings: DbSettings = DbSettings()) -> tuple[list[Migration], list[str]]:
+            settings: DbSettings = DbSettings(), reporter: Reporter | None = None) -> tuple[list[Migration], list[str]]:
     """Every migration, newest first, and the revisions a directly reached database is at."""
     require_alembic(env, "db.history")
     url = database_url_from(database_url)
     current = check_connection(LocalTarget(url))["alembic_heads"] if url is not None else []
-    return migrations.revisions(env_alembic_ini(project, env, alembic_ini, settings)), current
+    ini = env_alembic_ini(project, env, alembic_ini, settings)
+    if ini.is_file():
+        return migrations.revisions(ini), current
+    return history_in_image(project, env, settings, reporter or Reporter()), current
+
+
+def history_in_image(project: Project, env: Environment, settings: DbSettings, reporter: Reporter) -> list[Migration]:
+    """``alembic history`` run in a Job from the migration workload: the scripts the deployed image holds."""
+    lines: list[str] = []
+    reporter.line("the Alembic scripts are not in this checkout: reading them in the deployed image")
+    run_migrations_in_cluster(project, env, _alembic_job(settings, "history"), settings, reporter, collect=lines)
+    found = migrations.parse_history(lines)
+    if not found:
+        raise OperationFailed("alembic history in the deployed image printed no revision",
+                              "check migrations.alembic_ini and migrations.workload in invoke.yaml")
+    return found
+
+
+def tool_status(project: Project, env: Environment, settings: DbSettings, reporter: Reporter) -> list[str]:
+    """The output of the migration tool's own status command (``migrations.status_command``), run in a Job."""
+    require_database(env)
+    command = env.migrations.status_command
+    if env.migrations.kind != "command" or not command:
+        require_alembic(env, "db.status")
+    lines: list[str] = []
+    run_migrations_in_cluster(project, env, list(command), settings, reporter, collect=lines)
+    return lines
 
 
 def downgrade(project: Project, env: Environment, revision: str, reporter: Reporter, *,

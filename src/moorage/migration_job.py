@@ -26,8 +26,12 @@ LOG_POLL_SECONDS = 0.5
 
 
 def run_migration_job(api, namespace: str, release: str, env_name: str, workload: tuple[str, str],
-                      command: Sequence[str], reporter: Reporter, *, timeout: int) -> str:
-    """Create the migration Job from ``workload`` (kind, name), stream its logs, wait for it; the Job's name."""
+                      command: Sequence[str], reporter: Reporter, *, timeout: int,
+                      collect: list[str] | None = None) -> str:
+    """Create the migration Job from ``workload`` (kind, name), stream its logs, wait for it; the Job's name.
+
+    ``collect`` receives the Job's log lines (its output, for a command run to read something).
+    """
     source = _read_workload(api, namespace, env_name, workload)
     name = migrations.migration_job_name(release, datetime.now(UTC).strftime("%Y%m%d%H%M%S"))
     job = migrations.migration_job(source, list(command), name=name)
@@ -35,7 +39,7 @@ def run_migration_job(api, namespace: str, release: str, env_name: str, workload
     _create_job(api, namespace, job)
     reporter.step(f"job {name}: {' '.join(command)}")
     done = threading.Event()
-    lines: list[str] = []
+    lines: list[str] = [] if collect is None else collect
     follower = threading.Thread(target=follow_job_log, args=(api, namespace, name, done, lines, reporter.line),
                                 name="migration logs", daemon=True)
     follower.start()

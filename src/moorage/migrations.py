@@ -113,6 +113,46 @@ def migration_status(ini: Path, current: Sequence[str]) -> MigrationStatus:
     return MigrationStatus(tuple(sorted(current)), heads, tuple(reversed(pending)))
 
 
+_HISTORY_LINE = re.compile(r"^\(?(?P<down><base>|[\w, ]+?)\)? -> (?P<rev>\w+)(?: \([^)]*\))*, ?(?P<msg>.*)$")
+
+
+def parse_history(lines: Sequence[str]) -> list[Migration]:
+    """The revisions ``alembic history`` printed (``DOWN -> REV (head), message``; merges ``(A, B) -> M``),
+    newest first; other lines (logging) are ignored."""
+    found = []
+    for line in lines:
+        match = _HISTORY_LINE.match(line.strip())
+        if match:
+            down = match.group("down")
+            downs = () if down == "<base>" else tuple(d.strip() for d in down.split(",") if d.strip())
+            found.append(Migration(match.group("rev"), downs, match.group("msg").strip()))
+    return found
+
+
+def status_of(history: Sequence[Migration], current: Sequence[str]) -> MigrationStatus:
+    """Pending revisions from a revision list (as :func:`parse_history` returns) and the database's ``current``."""
+    by_id = {m.revision: m for m in history}
+    unknown = [c for c in current if c not in by_id]
+    if unknown:
+        raise UserError(f"the database is at revision {unknown[0]}, which the deployed image's scripts do not have",
+                        "deploy the code that matches the database")
+    downs = {d for m in history for d in m.down}
+    heads = tuple(sorted(m.revision for m in history if m.revision not in downs))
+
+    def ancestry(starts: Sequence[str]) -> set[str]:
+        seen, stack = set(), list(starts)
+        while stack:
+            rev = stack.pop()
+            if rev in by_id and rev not in seen:
+                seen.add(rev)
+                stack.extend(by_id[rev].down)
+        return seen
+
+    applied = ancestry(current)
+    pending = [m for m in reversed(history) if m.revision in ancestry(heads) - applied]
+    return MigrationStatus(tuple(sorted(current)), heads, tuple(pending))
+
+
 def alembic_argv(ini: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "alembic", "-c", str(ini), *args]
 

@@ -145,6 +145,8 @@ def no_migrations(project: Project) -> None:
 
 def kubechat_migrate(project: Project) -> None:
     assert project.psql("SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations") == "001"
+    told = json.loads(json.loads(project.ok("db.status", "--json").stdout)["output"][-1])
+    assert told == {"applied": ["001"], "pending": ["002_clusters.sql"]}, told
     result = project.ok("db.migrate", "--yes")
     assert '"applied"' in result.stdout + result.stderr and "002_clusters.sql" in result.stdout + result.stderr
     assert project.psql("SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations") == "001,002"

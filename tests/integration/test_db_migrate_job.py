@@ -4,6 +4,7 @@ and a downgrade takes a verified backup through the PostgreSQL pod's exec stream
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -180,3 +181,32 @@ def test_in_cluster_downgrade_with_yes_takes_a_verified_backup_through_the_pod_b
     job = next(o for o in kubeapi.objects.values() if o.get("kind") == "Job")
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["alembic", "downgrade", "0001"]
     assert f"restore with: inv backup.restore {taken.name}" in out
+
+
+# --------------------------------------------------------------------------- status read in the deployed image
+
+ALEMBIC_HISTORY = """INFO  [alembic.runtime.migration] Context impl PostgresqlImpl.
+0001 -> 0002 (head), item results
+<base> -> 0001, create items
+"""
+
+
+@pytest.mark.postgres
+def test_status_reads_the_scripts_in_the_image_when_they_are_not_in_this_checkout(project, kubeapi, postgres_server,
+                                                                                  postgres_database):
+    """No alembic.ini here (a team that keeps its backend elsewhere): `alembic history` runs in a Job from the
+    backend's image, and the pending revisions come from its output and the database's alembic_version."""
+    assert not (project / "app" / "backend" / "alembic.ini").exists()
+    postgres_server.psql("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY); "
+                         "INSERT INTO alembic_version VALUES ('0001');", postgres_database.name)
+    player = play_job(kubeapi, succeed=True, log=ALEMBIC_HISTORY)
+    result = run_inv(project, kubeapi, "db.status", "--json", "--database-url",
+                     postgres_server.url_for(postgres_database.name))
+    player.join(5)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["current"] == ["0001"] and status["heads"] == ["0002"] and status["up_to_date"] is False
+    assert [p["revision"] for p in status["pending"]] == ["0002"]
+    job = next(o for o in kubeapi.objects.values() if o.get("kind") == "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["alembic", "history"]
+    assert postgres_server.password not in result.stdout + result.stderr

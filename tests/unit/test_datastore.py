@@ -113,3 +113,32 @@ def test_the_pod_login_reads_the_configured_variables_inside_the_container():
                             superuser_password_env="POSTGRES_POSTGRES_PASSWORD")
     assert run_wrapper(superuser, bitnami) == "postgres|chatdb|adminpw"
     assert run_wrapper(pg.PodLogin(), {"POSTGRES_USER": "app"}) == "app|app|"
+
+
+HISTORY = """INFO  [alembic.runtime.migration] Context impl PostgresqlImpl.
+0003 -> 0004 (head), add an index
+(0002a, 0002b) -> 0003 (mergepoint), merge the two branches
+0001 -> 0002b, second branch
+0001 -> 0002a, first branch
+<base> -> 0001, create conversations
+"""
+
+
+def test_alembic_history_printed_in_an_image_gives_the_pending_revisions():
+    from moorage import migrations
+
+    found = migrations.parse_history(HISTORY.splitlines())
+    assert [m.revision for m in found] == ["0004", "0003", "0002b", "0002a", "0001"]
+    assert found[1].down == ("0002a", "0002b") and found[-1].down == () and found[0].message == "add an index"
+    status = migrations.status_of(found, ["0002a"])
+    assert status.heads == ("0004",) and [m.revision for m in status.pending] == ["0002b", "0003", "0004"]
+    assert migrations.status_of(found, ["0004"]).up_to_date
+    assert [m.revision for m in migrations.status_of(found, []).pending] == ["0001", "0002a", "0002b", "0003", "0004"]
+    with pytest.raises(UserError):
+        migrations.status_of(found, ["9999"])
+
+
+def test_a_command_migration_may_name_its_status_command(tmp_path):
+    env = project_with(tmp_path, migrations={"kind": "command", "workload": "deployment/api", "command": ["up"],
+                                             "status_command": ["migrate", "version"]}).env("dev")
+    assert env.migrations.status_command == ("migrate", "version")

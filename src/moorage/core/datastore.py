@@ -17,12 +17,14 @@
 ``moorage.environments.<env>.migrations``::
 
     kind: alembic        # the default: Alembic scripts at alembic_ini, run in a Job from `workload`
-    alembic_ini: backend/alembic.ini       # default: invoke config db.alembic_ini, else app/backend/alembic.ini
+    alembic_ini: backend/alembic.ini       # default: invoke config db.alembic_ini, else app/backend/alembic.ini;
+                                           # where it is not here, db.status/history run `alembic history` in a Job
     workload: deployment/app-backend       # default: deployment/<release>-backend
 
     kind: command        # any tool (golang-migrate, Django, Prisma, a psql script), run as a Job
     workload: deployment/api               # whose image, env, volumes and service account the Job takes
     command: [python3, /app/migrate.py, up]
+    status_command: [python3, /app/migrate.py, status]   # optional: what db.status runs there
 
     kind: none           # the schema comes from elsewhere (init scripts, the app at start)
 
@@ -75,6 +77,7 @@ class Migrations:
     alembic_ini: str | None = None
     workload: str | None = None  # "kind/name"; None: deployment/<release>-backend
     command: tuple[str, ...] = ()
+    status_command: tuple[str, ...] = ()  # kind command: what db.status runs in a Job (optional)
 
     def workload_ref(self, release: str) -> tuple[str, str]:
         """(kind, name) of the workload whose pod template a migration Job copies."""
@@ -118,7 +121,7 @@ def database(raw: Any, where: str, source: str) -> Database:
 def migrations(raw: Any, where: str, source: str, default_ini: str | None = None) -> Migrations:
     r = Reader(raw or {}, where, source)
     kind = r.choice("kind", MIGRATION_KINDS, "alembic")
-    allowed = {"alembic": {"kind", "alembic_ini", "workload"}, "command": {"kind", "workload", "command"},
+    allowed = {"alembic": {"kind", "alembic_ini", "workload"}, "command": {"kind", "workload", "command", "status_command"},
                "none": {"kind"}}[kind]
     r.unknown(allowed)
     if kind == "none":
@@ -136,7 +139,7 @@ def migrations(raw: Any, where: str, source: str, default_ini: str | None = None
         if workload is None:
             raise ConfigError(f"{where}.workload is missing in {source}",
                               f"name the workload whose image runs the command, e.g. {where}.workload: deployment/api")
-        return Migrations(kind, workload=workload, command=command)
+        return Migrations(kind, workload=workload, command=command, status_command=r.str_list("status_command"))
     return Migrations(kind, alembic_ini=r.str("alembic_ini", default_ini), workload=workload)
 
 

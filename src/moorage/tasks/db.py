@@ -39,10 +39,17 @@ def migrate(ctx, env=None, revision="head", local=False, database_url=None, alem
 
 @mtask(auto_shortflags=False, help={"env": ENV_HELP, "database_url": URL_HELP, "alembic_ini": INI_HELP, "json": "print JSON on stdout"})
 def status(ctx, env=None, database_url=None, alembic_ini=None, json=False):
-    """Show the database's Alembic revision, the scripts' head and the pending revisions."""
+    """Show the database's Alembic revision, the scripts' head and the pending revisions (or, for migrations
+    by a command, the output of its ``status_command``)."""
     out = reporter(json)
     proj = project(ctx)
-    target, st = database.status(proj, proj.env(env), database_url, alembic_ini, _settings(ctx))
+    environment = proj.env(env)
+    if environment.migrations.kind == "command" and environment.migrations.status_command:
+        lines = database.tool_status(proj, environment, _settings(ctx), out)
+        if json:
+            out.emit_json({"tool": list(environment.migrations.status_command), "output": lines})
+        return
+    target, st = database.status(proj, environment, database_url, alembic_ini, _settings(ctx), out)
     if json:
         out.emit_json({"database": target.description, **st.as_dict()})
         return
@@ -64,7 +71,7 @@ def history(ctx, env=None, alembic_ini=None, database_url=None, json=False):
     """List the migration scripts, newest first."""
     out = reporter(json)
     proj = project(ctx)
-    revs, current = database.history(proj, proj.env(env), database_url, alembic_ini, _settings(ctx))
+    revs, current = database.history(proj, proj.env(env), database_url, alembic_ini, _settings(ctx), out)
     if json:
         out.emit_json([{"revision": r.revision, "down": list(r.down), "message": r.message,
                         "current": r.revision in current} for r in revs])
