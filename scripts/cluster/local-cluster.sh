@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A single-node upstream Kubernetes cluster on this host, for end-to-end tests.
 #
-# Usage: scripts/cluster/local-cluster.sh up|down|status|env|load IMAGE...|recycle-pvs
+# Usage: scripts/cluster/local-cluster.sh up|down|status|env|load IMAGE...
 #   up           start (idempotent: components already running are kept) and wait for the node Ready
 #   down         stop only the processes this script started (pid files in the state dir), clean the
 #                pod network it created, undo its iptables/sysctl changes (only those: see "host
@@ -9,7 +9,7 @@
 #   status       show each component and the node
 #   env          print `export KUBECONFIG=... MOORAGE_CLUSTER_CONTEXT=...` for eval
 #   load IMG...  deliver docker images to the node: docker save | ctr -n k8s.io images import
-#   recycle-pvs  make Released PersistentVolumes Available again (data wiped)
+#   provision    the storage class's provisioner, run as a daemon by `up` (see "storage")
 #   check        exit 0 if the binaries are built (else list what is missing, exit 3)
 #
 # Binaries come from scripts/cluster/build.sh (cache /var/cache/moorage, keyed by version).
@@ -31,8 +31,7 @@ SERVICE_IP1=${MOORAGE_SERVICE_IP1:-10.96.0.1}
 POD_SUBNET=${MOORAGE_POD_SUBNET:-10.244.0.0/24}
 CNI_NET=moorage-pod-network
 CNI_BRIDGE=${MOORAGE_CNI_BRIDGE:-mcni0}
-PV_COUNT=${MOORAGE_CLUSTER_PVS:-10}
-PV_SIZE=${MOORAGE_CLUSTER_PV_SIZE:-10Gi}
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
 WAIT=${MOORAGE_CLUSTER_WAIT:-180}
 NODE_NAME=$(hostname | tr '[:upper:]' '[:lower:]')
 node_ip() { ip -4 route get 1 | awk '{for (i=1;i<NF;i++) if ($i=="src") {print $(i+1); exit}}'; }
@@ -274,6 +273,11 @@ EOF
 EOF
 }
 
+# storage: the default StorageClass `local` is provisioned dynamically by `provision` below (a daemon
+# `up` starts, like a kind or k3d cluster's local-path provisioner): a Pending claim of the class gets a
+# `local` PV of its size under $D/pv/ (local volumes, unlike hostPath, get fsGroup ownership applied by
+# the kubelet), bound to it through claimRef; a Released one is wiped and deleted (reclaimPolicy Delete)
+PROVISIONER=moorage.dev/local-path
 storage_manifest() {
   cat <<EOF
 apiVersion: storage.k8s.io/v1
@@ -281,34 +285,63 @@ kind: StorageClass
 metadata:
   name: local
   annotations: {storageclass.kubernetes.io/is-default-class: "true"}
-provisioner: kubernetes.io/no-provisioner
+provisioner: $PROVISIONER
 volumeBindingMode: Immediate
-reclaimPolicy: Retain
+reclaimPolicy: Delete
 EOF
-  local i
-  for i in $(seq 1 "$PV_COUNT"); do
-    mkdir -p "$D/pv/pv-$i"
-    # `local` volumes (unlike hostPath) get fsGroup ownership applied by the kubelet
-    cat <<EOF
----
+}
+pv_manifest() {  # pv_manifest NAME NAMESPACE CLAIM UID SIZE ACCESS_MODES_JSON
+  cat <<EOF
 apiVersion: v1
 kind: PersistentVolume
 metadata:
-  name: moorage-local-pv-$i
-  labels: {moorage.dev/local-pv: "true"}
+  name: $1
+  annotations: {pv.kubernetes.io/provisioned-by: $PROVISIONER}
 spec:
-  capacity: {storage: $PV_SIZE}
-  accessModes: [ReadWriteOnce]
-  persistentVolumeReclaimPolicy: Retain
+  capacity: {storage: $5}
+  accessModes: $6
+  persistentVolumeReclaimPolicy: Delete
   storageClassName: local
   volumeMode: Filesystem
-  local: {path: "$D/pv/pv-$i"}
+  claimRef: {apiVersion: v1, kind: PersistentVolumeClaim, namespace: $2, name: $3, uid: $4}
+  local: {path: "$D/pv/$1"}
   nodeAffinity:
     required:
       nodeSelectorTerms:
       - matchExpressions:
         - {key: kubernetes.io/hostname, operator: In, values: ["$NODE_NAME"]}
 EOF
+}
+provision_pass() {  # one reconcile: a volume for each unprovisioned claim of the class, none for released ones
+  local known ns claim uid class size modes mode volume selector name
+  known=$(kctl get pv -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}') || return 1
+  while IFS=$'\t' read -r ns claim uid class size modes mode volume selector; do
+    name=pvc-$uid
+    # a claim naming a volume or carrying a selector binds statically, as with any dynamic provisioner
+    [ "$class" = local ] && [ -z "$volume" ] && [ -z "$selector" ] && [ "${mode:-Filesystem}" = Filesystem ] || continue
+    grep -qxF "$name" <<<"$known" && continue
+    mkdir -p "$D/pv/$name" && chmod 0777 "$D/pv/$name"
+    pv_manifest "$name" "$ns" "$claim" "$uid" "$size" "$modes" | kctl create -f - >/dev/null \
+      && log "provisioned $name ($size) for $ns/$claim"
+  done < <(kctl get pvc -A -o jsonpath='{range .items[?(@.status.phase=="Pending")]}{.metadata.namespace}{"\t"}{.metadata.name}{"\t"}{.metadata.uid}{"\t"}{.spec.storageClassName}{"\t"}{.spec.resources.requests.storage}{"\t"}{.spec.accessModes}{"\t"}{.spec.volumeMode}{"\t"}{.spec.volumeName}{"\t"}{.spec.selector}{"\n"}{end}')
+  while read -r name; do
+    case $name in pvc-*) ;; *) continue ;; esac
+    rm -rf --one-file-system "${D:?}/pv/$name"
+    kctl delete pv "$name" --wait=false >/dev/null && log "deleted released $name"
+  done < <(kctl get pv -o jsonpath='{range .items[?(@.spec.persistentVolumeReclaimPolicy=="Delete")]}{.metadata.annotations.pv\.kubernetes\.io/provisioned-by}{" "}{.status.phase}{" "}{.metadata.name}{"\n"}{end}' \
+    | awk -v p="$PROVISIONER" '$1 == p && ($2 == "Released" || $2 == "Failed") {print $3}')
+}
+cmd_provision() {  # the daemon: a reconcile after each burst of changes to claims or volumes
+  trap 'trap - TERM INT; kill 0 2>/dev/null; exit 0' TERM INT   # (its own process group: setsid)
+  local _
+  while :; do
+    # a watch's first lines are the objects that exist; a watch that ends (API server restarted) is made again
+    { kctl get pvc -A --watch -o name & kctl get pv --watch -o name & wait; } 2>/dev/null | while read -r _; do
+      while read -r -t 0.3 _; do :; done
+      provision_pass || log "provisioner: the API server did not answer"
+    done &
+    wait $!   # (in the background: bash runs the trap only between commands, and `wait` is one)
+    sleep 1 & wait $!
   done
 }
 
@@ -515,7 +548,12 @@ cmd_up() {
     die "node did not become Ready"
   fi
   wait_for "default service account" 60 kctl -n default get serviceaccount default || die "no default service account"
-  storage_manifest | kctl apply -f - >/dev/null
+  # the provisioner field is immutable: the class of an older cluster is replaced
+  if [ "$(kctl get storageclass local -o jsonpath='{.provisioner}' 2>/dev/null)" != "$PROVISIONER" ]; then
+    kctl delete storageclass local --ignore-not-found >/dev/null
+  fi
+  storage_manifest | kctl apply -f - >/dev/null || die "cannot create the storage class"
+  start pv-provisioner "$SELF" provision
   log "cluster up: node $NODE_NAME Ready, started in $((SECONDS - t0))s"
   echo "$((SECONDS - t0))" >"$D/start-seconds"
   cmd_env
@@ -544,7 +582,7 @@ cmd_down() {
   fi
   local t0=$SECONDS
   # 1. no more scheduling or replacing; let the kubelet stop pods (CNI DEL cleans their network)
-  stop kube-controller-manager; stop kube-scheduler
+  stop pv-provisioner; stop kube-controller-manager; stop kube-scheduler
   if pid_of kube-apiserver >/dev/null && pid_of kubelet >/dev/null; then
     kctl delete pods --all -A --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
     for _ in $(seq 60); do
@@ -600,7 +638,7 @@ cmd_down() {
 # ---------------------------------------------------------------- status / env / load
 cmd_status() {
   local c pid rc=0
-  for c in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns; do
+  for c in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns pv-provisioner; do
     if pid=$(pid_of "$c"); then printf '%-24s running (pid %s)\n' "$c" "$pid"
     else printf '%-24s not running\n' "$c"; [ "$c" = coredns ] || rc=1; fi
   done
@@ -641,15 +679,6 @@ cmd_check() {  # exit 0 when every binary up needs is built, else list what is m
   if [ ${#missing[@]} -gt 0 ]; then printf 'missing: %s\n' "${missing[@]}"; return 3; fi
   echo "ok: k8s v$K8S_VERSION, etcd v$ETCD_VERSION$([ -x "$CBIN/coredns" ] && echo ", coredns v$COREDNS_VERSION")"
 }
-cmd_recycle_pvs() {
-  local pv
-  for pv in $(kctl get pv -l moorage.dev/local-pv=true -o jsonpath='{range .items[?(@.status.phase=="Released")]}{.metadata.name}{"\n"}{end}'); do
-    local path; path=$(kctl get pv "$pv" -o jsonpath='{.spec.local.path}')
-    case $path in "$D"/pv/*) find "$path" -mindepth 1 -delete ;; *) continue ;; esac
-    kctl patch pv "$pv" --type json -p '[{"op":"remove","path":"/spec/claimRef"}]' >/dev/null
-    log "recycled $pv"
-  done
-}
 
 case ${1:-} in
   up) cmd_up ;;
@@ -657,7 +686,7 @@ case ${1:-} in
   status) cmd_status ;;
   env) cmd_env ;;
   load) shift; cmd_load "$@" ;;
-  recycle-pvs) cmd_recycle_pvs ;;
+  provision) cmd_provision ;;
   check) cmd_check ;;
   *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

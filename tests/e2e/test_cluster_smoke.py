@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -197,3 +198,39 @@ def test_pvc_binds_to_the_default_storage_class(core, namespace):
                  "PVC bound", field_selector="metadata.name=data")
     pvc = core.read_namespaced_persistent_volume_claim("data", namespace)
     assert pvc.spec.storage_class_name == "local"
+
+
+def test_a_claim_gets_a_volume_of_its_size_that_goes_when_the_claim_goes(core, namespace, real_cluster):
+    """The class is provisioned dynamically, as on kind or k3d: a volume per claim, deleted with its data
+    once the claim is (reclaimPolicy Delete); however many claims a suite makes, none waits for a volume."""
+    names = [f"many-{i}" for i in range(12)]
+    for name in names:
+        core.create_namespaced_persistent_volume_claim(namespace, {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "3Gi"}}}})
+    bound = {}
+    for name in names:
+        claim = _watch_until(core.list_namespaced_persistent_volume_claim, namespace,
+                             lambda c: c.status.phase == "Bound", f"PVC {name} bound",
+                             field_selector=f"metadata.name={name}")
+        bound[name] = claim.spec.volume_name
+    volumes = {name: core.read_persistent_volume(volume) for name, volume in bound.items()}
+    assert {v.spec.capacity["storage"] for v in volumes.values()} == {"3Gi"}
+    assert all(v.spec.persistent_volume_reclaim_policy == "Delete" for v in volumes.values())
+    path = Path(volumes[names[0]].spec.local.path)
+    assert path.is_dir() and path.is_relative_to(real_cluster.state_dir)
+    (path / "kept-until-the-claim-goes").write_text("data")
+    core.delete_namespaced_persistent_volume_claim(names[0], namespace)
+    from kubernetes import watch
+
+    selector = f"metadata.name={bound[names[0]]}"
+    listed = core.list_persistent_volume(field_selector=selector)
+    gone = not listed.items
+    if not gone:
+        for event in watch.Watch().stream(core.list_persistent_volume, timeout_seconds=TIMEOUT,
+                                          field_selector=selector, resource_version=listed.metadata.resource_version):
+            if event["type"] == "DELETED":
+                gone = True
+                break
+    assert gone, f"volume {bound[names[0]]} of a deleted claim was not deleted"
+    assert not path.exists(), "the volume's directory is wiped with it"

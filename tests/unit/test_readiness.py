@@ -17,6 +17,7 @@ from moorage.readiness.rules import (
     job_state,
     owns,
     pod_problem,
+    pod_waiting,
     pvc_state,
     selector_matches,
     statefulset_state,
@@ -116,6 +117,13 @@ def test_broken_pod_is_reported_with_container_and_reason(state, reason, contain
     assert problem is not None
     assert (problem.reason, problem.container) == (reason, container)
     assert problem.pod.startswith("backend-6d9c7b8f5d-")
+
+
+def test_a_pod_waiting_for_its_claims_to_be_bound_waits_and_says_so():
+    pod = pod_in("unbound-claims")
+    assert pod_problem(pod) is None
+    assert pod_waiting(pod) == "pod backend-6d9c7b8f5d-v0l7m waits for its PersistentVolumeClaims to be bound"
+    assert pod_waiting(pod_in("unschedulable")) == ""
 
 
 def test_crashloop_problem_names_pod_container_and_message():

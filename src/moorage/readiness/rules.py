@@ -24,7 +24,10 @@ the workload's own selector, never by a label Moorage expects: :func:`belongs`;
 for Deployments only pods of the newest ReplicaSet, see :func:`owns`) fail the
 wait at once on ImagePullBackOff, ErrImagePull, ErrImageNeverPull,
 InvalidImageName, CrashLoopBackOff, CreateContainerConfigError,
-CreateContainerError, Unschedulable and OOMKilled (:func:`pod_problem`).
+CreateContainerError, Unschedulable and OOMKilled (:func:`pod_problem`). A pod
+unschedulable only because its claims are not bound yet is waiting, not failing:
+a dynamic provisioner is making their volumes (:func:`pod_waiting` says so); if
+none ever comes, the timeout names it.
 
 :func:`resources_in` picks the resources to wait for out of a release's
 objects (the rendered manifest); hooks are not waited for.
@@ -45,6 +48,7 @@ ALIASES = {"deploy": "Deployment", "sts": "StatefulSet", "ds": "DaemonSet", "pvc
 POD_WAITING_FAILURES = ("ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull", "InvalidImageName",
                         "CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError")
 REVISION = "deployment.kubernetes.io/revision"
+UNBOUND_CLAIMS = "unbound immediate PersistentVolumeClaims"  # the scheduler's words while volumes are provisioned
 
 
 class State(StrEnum):
@@ -226,7 +230,8 @@ def pod_problem(pod: dict[str, Any]) -> PodProblem | None:
     if meta.get("deletionTimestamp"):
         return None
     scheduled = _condition(pod, "PodScheduled")
-    if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+    if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable" \
+            and not pod_waiting(pod):
         return PodProblem(ns, name, "", "Unschedulable", scheduled.get("message", ""))
     for c in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
         waiting = (c.get("state") or {}).get("waiting") or {}
@@ -237,6 +242,14 @@ def pod_problem(pod: dict[str, Any]) -> PodProblem | None:
                 return PodProblem(ns, name, c["name"], "OOMKilled",
                                   f"exit code {state.get('exitCode')}, restarts {c.get('restartCount', 0)}")
     return None
+
+
+def pod_waiting(pod: dict[str, Any]) -> str:
+    """What an unscheduled pod waits for that is on its way (its claims' volumes), or ""."""
+    scheduled = _condition(pod, "PodScheduled")
+    if scheduled and scheduled.get("status") == "False" and UNBOUND_CLAIMS in (scheduled.get("message") or ""):
+        return f"pod {pod['metadata']['name']} waits for its PersistentVolumeClaims to be bound"
+    return ""
 
 
 def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:

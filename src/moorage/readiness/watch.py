@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import kube
-from .rules import Resource, ResourceState, State, evaluate, int_of, owns, pod_problem
+from .rules import Resource, ResourceState, State, evaluate, int_of, owns, pod_problem, pod_waiting
 
 log = logging.getLogger("moorage.readiness")
 
@@ -233,8 +233,10 @@ class InformerCache:
         # Until the ReplicaSets are known, a pod of the old one cannot be told from the new one.
         if state in (State.PENDING, State.PROGRESSING) and res.kind != "PersistentVolumeClaim" and \
                 (res.kind != "Deployment" or ("ReplicaSet", res.namespace) in self.synced):
-            for pod in self.pods_of(res, obj):
+            pods = self.pods_of(res, obj)
+            for pod in pods:
                 problem = pod_problem(pod)
                 if problem:
                     return ResourceState(res, State.FAILED, str(problem), problem)
+            message = "; ".join(filter(None, [message, *map(pod_waiting, pods)]))
         return ResourceState(res, state, message)
