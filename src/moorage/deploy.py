@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, database, helm, kube, migrations, pg, plan, prerequisites, smoke
+from . import artifacts, ci_report, database, helm, kube, migrations, pg, plan, prerequisites, smoke
 from .cluster import delivery_method, normalise_ref
 from .connection import Connected, connect, diagnostics_dir, wait_release
 from .core import lock, proc
@@ -70,6 +70,7 @@ class Summary:
     backup: str | None = None
     shipped: dict[str, int] = field(default_factory=dict)  # bytes sent to the cluster per image, where known
     schema: dict[str, Any] | None = None  # set when a failed upgrade moved the schema (see ``recover``)
+    failed_phase: str | None = None  # the phase an error ended the deploy in
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -121,13 +122,15 @@ class Run:
 
 
 def deploy(project: Project, env: Environment, options: Options, reporter: Reporter,
-           on_plan: Callable[[list[str]], None] | None = None) -> Summary:
+           on_plan: Callable[[list[str]], None] | None = None, summary: Summary | None = None) -> Summary:
     """Deploy ``env``; returns the summary, raises the project's errors on failure.
 
+    ``summary`` (made by the caller) is filled in as the deploy goes, so that it
+    tells how far a failed deploy got (``failed_phase``).
     One deploy of a release at a time: a second one started meanwhile (another
     terminal, a concurrent CI job on this checkout) is refused, naming the first.
     """
-    run = Run(project, env, options, reporter, Summary(env.name, env.namespace, project.release))
+    run = Run(project, env, options, reporter, summary or Summary(env.name, env.namespace, project.release))
     phase = Phases(run.summary, reporter)
     try:
         with phase("preflight", f"preflight: environment {env.name}"):
@@ -147,9 +150,16 @@ def deploy(project: Project, env: Environment, options: Options, reporter: Repor
             _execute(run, phase)
         return run.summary
     except KeyboardInterrupt:
+        run.summary.status, run.summary.failed_phase = "interrupted", phase.current
         raise Interrupted(_interrupted_state(phase.current, run.summary)) from None
     except Interrupted as exc:
+        run.summary.status, run.summary.failed_phase = "interrupted", phase.current
         raise Interrupted(f"{exc.message}; {_interrupted_state(phase.current, run.summary)}") from None
+    except MoorageError:
+        run.summary.failed_phase = phase.current
+        if run.summary.status != "held":
+            run.summary.status = "failed"
+        raise
 
 
 def _execute(run: Run, phase: Phases) -> None:
@@ -455,10 +465,20 @@ def urls(project: Project, env: Environment) -> list[str]:
 
 
 def run_and_report(project: Project, env: Environment, options: Options, reporter: Reporter,
-                   json_mode: bool = False) -> Summary:
-    """Run the pipeline and show its result: the plan on --dry-run, the summary table, or JSON."""
+                   json_mode: bool = False, junit: str | None = None) -> Summary:
+    """Run the pipeline and show its result: the plan on --dry-run, the summary table, or JSON; and
+    the CI reports (:mod:`moorage.ci_report`: ``junit``, GitHub's job summary) whatever the outcome."""
     on_plan = (lambda lines: [reporter.line(line) for line in lines]) if options.dry_run else None
-    summary = deploy(project, env, options, reporter, on_plan=on_plan)
+    ci_report.check_path(junit)
+    summary = Summary(env.name, env.namespace, project.release)
+    try:
+        deploy(project, env, options, reporter, on_plan=on_plan, summary=summary)
+    except MoorageError as exc:
+        if not options.dry_run:
+            ci_report.publish(summary.as_dict(), exc, junit=junit, say=reporter.line)
+        raise
+    if not options.dry_run:
+        ci_report.publish(summary.as_dict(), None, junit=junit, say=reporter.line)
     if json_mode:
         reporter.emit_json(summary.as_dict())
     elif not options.dry_run:

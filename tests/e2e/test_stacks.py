@@ -407,9 +407,15 @@ def test_ci_deploy_upgrades_it(stack):
     """`deploy --env` (CI's path) upgrades every stack, whatever its database and migration tool."""
     revision = json.loads(stack.ok("dev.status", "--json").stdout)["revision"]
     stack.stack.ci_change(stack.root)
-    summary = json.loads(stack.ok("deploy", "--env", stack.stack.env, "--json").stdout)
+    junit = stack.root / "reports" / "deploy.xml"
+    summary = json.loads(stack.ok("deploy", "--env", stack.stack.env, "--json", "--junit", str(junit)).stdout)
     assert summary["status"] == "deployed" and summary["revision"] == revision + 1, summary
     assert summary["smoke"] and all(check["ok"] for check in summary["smoke"]), summary["smoke"]
+    from junitparser import JUnitXml
+
+    (suite,) = list(JUnitXml.fromfile(str(junit)))
+    assert suite.failures == 0 and {"phase helm", "phase wait"} <= {case.name for case in suite}
+    assert {f"smoke {check['name']}" for check in summary["smoke"]} <= {case.name for case in suite}
 
 
 def test_a_broken_upgrade_fails_fast_with_its_reason_and_rolls_back(stack):

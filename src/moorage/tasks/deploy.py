@@ -13,8 +13,9 @@ from ._boundary import confirm, mtask, project, reporter
     "dry_run": "print the plan and change nothing",
     "no_rollback": "leave a failed upgrade in place instead of rolling back",
     "json": "print the summary as JSON on stdout",
+    "junit": "also write the result as JUnit XML to this file (a test case per phase and smoke check)",
 })
-def deploy(ctx, env, yes=False, dry_run=False, no_rollback=False, json=False):
+def deploy(ctx, env, yes=False, dry_run=False, no_rollback=False, json=False, junit=None):
     """Deploy to a shared environment from CI: push images, upgrade, wait, smoke, roll back on failure."""
     from .. import deploy as pipeline
 
@@ -27,4 +28,4 @@ def deploy(ctx, env, yes=False, dry_run=False, no_rollback=False, json=False):
     options = pipeline.Options(dry_run=dry_run, no_rollback=no_rollback, smoke=True, allow_production=True,
                                backup_before_migrations=True,
                                alembic_ini=(ctx.config.get("db", {}) or {}).get("alembic_ini"))
-    pipeline.run_and_report(proj, environment, options, out, json)
+    pipeline.run_and_report(proj, environment, options, out, json, junit=junit)

@@ -16,8 +16,9 @@ ENV_HELP = "environment (default: MOORAGE_ENV, then config, then dev)"
     "no_rollback": "leave a failed upgrade in place instead of rolling back",
     "smoke": "run the smoke tests even when nothing changed",
     "json": "print the summary as JSON on stdout (progress goes to stderr)",
+    "junit": "also write the result as JUnit XML to this file (a test case per phase and smoke check)",
 })
-def deploy(ctx, env=None, dry_run=False, force=False, no_rollback=False, smoke=False, json=False):
+def deploy(ctx, env=None, dry_run=False, force=False, no_rollback=False, smoke=False, json=False, junit=None):
     """Build changed images, load them into the cluster, helm upgrade, wait for readiness, smoke test."""
     from .. import deploy as pipeline
 
@@ -25,7 +26,7 @@ def deploy(ctx, env=None, dry_run=False, force=False, no_rollback=False, smoke=F
     environment = proj.env(env)
     out = reporter(json)
     options = pipeline.Options(dry_run=dry_run, force=force, no_rollback=no_rollback, smoke=True if smoke else None)
-    pipeline.run_and_report(proj, environment, options, out, json)
+    pipeline.run_and_report(proj, environment, options, out, json, junit=junit)
 
 
 @mtask(help={"env": ENV_HELP, "json": "print the status as JSON"})
