@@ -164,5 +164,7 @@ def check_path(junit: str | None) -> None:
     probe = parent
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"--junit {junit}: {probe} is a file, not a directory", hint="give a path in a directory")
     if not os.access(probe, os.W_OK):
         raise UserError(f"--junit {junit}: {probe} is not writable", hint="give a path in a writable directory")

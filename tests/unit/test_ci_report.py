@@ -116,3 +116,6 @@ def test_a_junit_path_that_is_a_directory_is_refused_before_anything_runs(tmp_pa
     with pytest.raises(UserError, match="is a directory"):
         ci_report.check_path(str(tmp_path))
     ci_report.check_path(str(tmp_path / "new" / "deploy.xml"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="is a file, not a directory"):
+        ci_report.check_path(str(tmp_path / "file" / "reports" / "deploy.xml"))
