@@ -47,7 +47,6 @@ from .pg import (
     database_url_from,
 )
 from .targets import (  # noqa: F401
-    POSTGRESQL_COMPONENT,
     KubePods,
     external_url,
     pod_selector,

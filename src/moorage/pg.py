@@ -33,6 +33,7 @@ from typing import IO, Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .core import proc
+from .core.datastore import DEFAULT_CONTAINER
 from .core.errors import CommandFailed, Unreachable, UserError
 
 log = logging.getLogger("moorage.pg")
@@ -444,7 +445,7 @@ class PodTarget:
 
     kind = "pod"
 
-    def __init__(self, kube: PodExec, namespace: str, pod: str, *, container: str = "postgresql",
+    def __init__(self, kube: PodExec, namespace: str, pod: str, *, container: str = DEFAULT_CONTAINER,
                  database: str | None = None, login: PodLogin = PodLogin()):
         self.kube = kube
         self.namespace = namespace

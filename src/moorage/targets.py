@@ -17,11 +17,9 @@ from typing import IO
 from . import kube
 from .connection import connect
 from .core.config import Environment, Project, load_secrets
+from .core.datastore import DEFAULT_COMPONENT
 from .core.errors import ConfigError, Unreachable, UserError
 from .pg import DatabaseUrl, LocalTarget, PodLogin, PodTarget, Target, database_url_from, parse_database_url
-
-#: The chart component label of the environment's PostgreSQL pod when ``database.selector`` is not set.
-POSTGRESQL_COMPONENT = "postgresql"
 
 
 class KubePods:
@@ -52,9 +50,9 @@ class KubePods:
 
 def pod_selector(project: Project, env: Environment | None = None) -> str:
     """The label selector of the environment's PostgreSQL pod (``database.selector``, else the release's
-    ``app.kubernetes.io/component=postgresql`` pod)."""
+    pod of the default component, :data:`~moorage.core.datastore.DEFAULT_COMPONENT`)."""
     configured = env.database.selector if env is not None else None
-    return configured or project.selector(POSTGRESQL_COMPONENT)
+    return configured or project.selector(DEFAULT_COMPONENT)
 
 
 def pod_target(project: Project, env: Environment) -> PodTarget:

@@ -46,6 +46,12 @@ MIGRATION_KINDS = ("alembic", "command", "none")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 WORKLOAD_KINDS = ("deployment", "statefulset", "daemonset")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: What an environment that does not say gets: the names a chart made by ``helm create`` and the
+#: Kubernetes recommended labels lead to (the reference chart follows them). They live here, with
+#: the settings that override them, and nowhere else in the library.
+DEFAULT_COMPONENT = "postgresql"  # the database pod: app.kubernetes.io/instance=<release>,component=<this>
+DEFAULT_CONTAINER = "postgresql"  # its container
+DEFAULT_WORKLOAD = "deployment/{release}-backend"  # whose image and pod template a migration Job copies
 _SELECTOR_RE = re.compile(r"^[A-Za-z0-9_./-]+(!?=|==)[A-Za-z0-9_.-]*(,[A-Za-z0-9_./-]+(!?=|==)[A-Za-z0-9_.-]*)*$")
 
 
@@ -54,8 +60,8 @@ class Database:
     """Where an environment's PostgreSQL is (see the module docstring)."""
 
     kind: str = "pod"
-    selector: str | None = None  # None: the release's component=postgresql pod
-    container: str = "postgresql"
+    selector: str | None = None  # None: the release's pod of component DEFAULT_COMPONENT
+    container: str = DEFAULT_CONTAINER
     user_env: str = "POSTGRES_USER"
     database_env: str = "POSTGRES_DB"
     password_env: str = "POSTGRES_PASSWORD"
@@ -75,13 +81,13 @@ class Migrations:
 
     kind: str = "alembic"
     alembic_ini: str | None = None
-    workload: str | None = None  # "kind/name"; None: deployment/<release>-backend
+    workload: str | None = None  # "kind/name"; None: DEFAULT_WORKLOAD
     command: tuple[str, ...] = ()
     status_command: tuple[str, ...] = ()  # kind command: what db.status runs in a Job (optional)
 
     def workload_ref(self, release: str) -> tuple[str, str]:
         """(kind, name) of the workload whose pod template a migration Job copies."""
-        kind, _, name = (self.workload or f"deployment/{release}-backend").partition("/")
+        kind, _, name = (self.workload or DEFAULT_WORKLOAD.format(release=release)).partition("/")
         return kind, name
 
 
@@ -110,7 +116,7 @@ def database(raw: Any, where: str, source: str) -> Database:
         super_password = _env_name(s, "password_env", None)
     return Database(
         kind, selector=selector.replace(" ", "") if selector else None,
-        container=r.str("container", "postgresql", required=True),
+        container=r.str("container", DEFAULT_CONTAINER, required=True),
         user_env=_env_name(env, "user", "POSTGRES_USER"),
         database_env=_env_name(env, "database", "POSTGRES_DB"),
         password_env=_env_name(env, "password", "POSTGRES_PASSWORD"),

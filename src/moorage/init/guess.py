@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.config import DNS_LABEL_RE, Environment, Image, Project
+from ..core.datastore import DEFAULT_WORKLOAD
 from ..helm import PLACEHOLDER_TAG
 from .chart import ImageSlot, Probe, Render, assign, images_used, is_secret, match_score, probes
 from .scan import Chart, Dockerfile, EnvFiles, Migrations
@@ -250,7 +251,7 @@ def plan_database(release: str, found: Migrations, images: Sequence[ImagePlan], 
     workload = next((w for ref, w in images_used(render.objects).items() if ref.endswith(wanted)), "")
     kind, _, deployment = workload.partition("/")
     if kind == "Deployment":
-        if deployment != f"{release}-backend":
+        if f"deployment/{deployment}" != DEFAULT_WORKLOAD.format(release=release):  # only what differs is written
             db["backend_deployment"] = deployment
         guessed.append(f"migrations    alembic ({ini}); db.migrate runs as a Job from Deployment {deployment} "
                        f"(image '{owner.name}')")
