@@ -159,7 +159,8 @@ def test_failing_run_step_is_one_clean_line_with_the_step_and_exit_1(demo, build
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr
     assert f"build of image 'app' failed {step}" in errors[0]
-    assert "; output: about to fail" in errors[0] and exit_status in errors[0]
+    # the step's output lines, in the order the engine sent them (stdout and stderr may interleave)
+    assert "about to fail" in errors[0].partition("; output: ")[2] and exit_status in errors[0]
 
 
 def test_bad_image_name_in_config_is_one_line_exit_2(demo):

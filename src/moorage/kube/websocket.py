@@ -55,7 +55,15 @@ def open_websocket(transport: Callable[..., Any], api_method: Callable[..., Any]
         except Exception as exc:
             raise HandshakeFailed(exc) from None
 
-    return _websocket_request(request, {"_preload_content": False}, api_method, *args, **kwargs)
+    # The client swaps ``request`` on the method's ApiClient while the call runs: on a shared client, a
+    # REST call another thread makes meanwhile would go over a WebSocket (and fail). A private client
+    # with the same configuration takes the swap alone.
+    from kubernetes.client import ApiClient
+
+    owner = api_method.__self__
+    private = type(owner)(ApiClient(owner.api_client.configuration))
+    return _websocket_request(request, {"_preload_content": False}, getattr(private, api_method.__name__),
+                              *args, **kwargs)
 
 
 def channel_socket(configuration, _method: str, url: str, **options: Any):
