@@ -17,4 +17,5 @@ pytest_plugins = [
     "tests.fixtures.docker_images",
     "tests.fixtures.kubeapi",
     "tests.fixtures.servers",
+    "tests.fixtures.registry",
 ]

@@ -2,9 +2,10 @@
 # Build (or reuse from the cache) the binaries of the local Kubernetes cluster:
 #   kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy  (k8s.io/kubernetes vK8S_VERSION)
 #   etcd (go.etcd.io/etcd/server/v3 vETCD_VERSION), coredns (vCOREDNS_VERSION, unless MOORAGE_CLUSTER_DNS=0)
+#   registry (github.com/distribution/distribution/v3 vREGISTRY_VERSION): the OCI registry of the tests
 #   pause.tar: the pod sandbox image, from pause/pause.c (gcc -static), as a docker-archive
 #
-# Usage: scripts/cluster/build.sh [--force] [--only kube|etcd|coredns|pause] [--from DIR]
+# Usage: scripts/cluster/build.sh [--force] [--only kube|etcd|coredns|registry|pause] [--from DIR]
 #   --from DIR  seed the cache from binaries already built in DIR (same versions)
 # Idempotent: a component whose binaries are all in the cache is not rebuilt. Each component's
 # scratch module (CACHE/src) is set up again from `go mod init` unless its last `go get` finished
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
     --force) FORCE=1 ;;
     --only) ONLY=$2; shift ;;
     --from) FROM=$2; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) die "unknown argument $1" ;;
   esac
   shift
@@ -76,15 +77,15 @@ build_kube() {
     $(for c in $KUBE_COMPONENTS; do echo "k8s.io/kubernetes/cmd/$c"; done)
 }
 
-# build_go_binary CACHE MODULE VERSION PACKAGE BINARY: a scratch module in CACHE/src, binary to CACHE/bin
+# build_go_binary CACHE MODULE VERSION PACKAGE BINARY (PACKAGE in MODULE at VERSION): a scratch module in CACHE/src, binary to CACHE/bin
 build_go_binary() {
   local src=$1/src out=$1/bin
   need_go
   mkdir -p "$src" "$out"; cd "$src"
   if [ ! -f "$GO_STAMP" ]; then
     new_module "local/$5-build"
-    go get "$2@v$3"
-    echo "$2@v$3" >"$GO_STAMP"
+    go get "$4@v$3"   # the package, so that every module it imports is in go.sum
+    echo "$4@v$3" >"$GO_STAMP"
   fi
   $NICE go build -trimpath -ldflags "-s -w" -o "$out/$5" "$4"
 }
@@ -95,6 +96,11 @@ build_etcd() {
 
 build_coredns() {
   build_go_binary "$COREDNS_CACHE" github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns coredns
+}
+
+build_registry() {
+  build_go_binary "$REGISTRY_CACHE" github.com/distribution/distribution/v3 "$REGISTRY_VERSION" \
+    github.com/distribution/distribution/v3/cmd/registry registry
 }
 
 build_pause() {
@@ -125,6 +131,11 @@ if want coredns && [ "${MOORAGE_CLUSTER_DNS:-1}" != 0 ]; then
   if [ $FORCE = 0 ] && have_all "$COREDNS_CACHE/bin" coredns; then log "coredns v$COREDNS_VERSION: cached in $COREDNS_CACHE/bin"
   elif [ $FORCE = 0 ] && seed "$COREDNS_CACHE/bin" coredns; then :
   else log "building coredns v$COREDNS_VERSION"; timed "coredns v$COREDNS_VERSION" build_coredns; fi
+fi
+if want registry; then
+  if [ $FORCE = 0 ] && have_all "$REGISTRY_CACHE/bin" registry; then log "registry v$REGISTRY_VERSION: cached in $REGISTRY_CACHE/bin"
+  elif [ $FORCE = 0 ] && seed "$REGISTRY_CACHE/bin" registry; then :
+  else log "building registry v$REGISTRY_VERSION"; timed "registry v$REGISTRY_VERSION" build_registry; fi
 fi
 if want pause; then
   mkdir -p "$KUBE_CACHE/bin"

@@ -5,17 +5,20 @@
 #   K8S_VERSION        Kubernetes components built from Go modules (1.33.x: runs on cgroup v1)
 #   ETCD_VERSION       etcd server (3.5.x)
 #   COREDNS_VERSION    CoreDNS (cluster DNS, runs on the host); MOORAGE_CLUSTER_DNS=0 skips it
+#   REGISTRY_VERSION   the CNCF distribution registry the registry tests push to and the cluster pulls from
 #   MOORAGE_K8S_CACHE  root of the binary cache (one sub-directory per component+version)
 #   MOORAGE_CLUSTER_DIR state directory of the running cluster (certs, data, logs, pids)
 
 K8S_VERSION=${K8S_VERSION:-1.33.4}
 ETCD_VERSION=${ETCD_VERSION:-3.5.21}
 COREDNS_VERSION=${COREDNS_VERSION:-1.12.1}
+REGISTRY_VERSION=${REGISTRY_VERSION:-3.1.2}
 
 MOORAGE_K8S_CACHE=${MOORAGE_K8S_CACHE:-/var/cache/moorage}
 KUBE_CACHE=$MOORAGE_K8S_CACHE/k8s-v$K8S_VERSION
 ETCD_CACHE=$MOORAGE_K8S_CACHE/etcd-v$ETCD_VERSION
 COREDNS_CACHE=$MOORAGE_K8S_CACHE/coredns-v$COREDNS_VERSION
+REGISTRY_CACHE=$MOORAGE_K8S_CACHE/registry-v$REGISTRY_VERSION
 KUBE_COMPONENTS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
 
 CLUSTER_DIR=${MOORAGE_CLUSTER_DIR:-/var/lib/moorage-k8s}

@@ -14,7 +14,7 @@
 #
 # Binaries come from scripts/cluster/build.sh (cache /var/cache/moorage, keyed by version).
 # State: $MOORAGE_CLUSTER_DIR (default /var/lib/moorage-k8s): pki/, kubeconfig (context
-# moorage-local), etcd/, containerd/, kubelet/, logs/<component>.log, pids/<component>.pid.
+# moorage-local), etcd/, containerd/ (certs.d/: registry hosts), kubelet/, logs/<component>.log, pids/<component>.pid.
 # Needs root. The host quirks handled here are listed in scripts/cluster/README.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -161,7 +161,7 @@ put() {  # put FILE COMPONENT: write stdin to FILE if it changed; a running COMP
 }
 write_configs() {
   local ip=$1
-  mkdir -p "$D/containerd/root" "$D/containerd/state" "$D/cni/net.d" "$D/cni/ipam" "$D/kubelet" "$D/pod-logs" "$D/pv"
+  mkdir -p "$D/containerd/root" "$D/containerd/state" "$D/containerd/certs.d" "$D/cni/net.d" "$D/cni/ipam" "$D/kubelet" "$D/pod-logs" "$D/pv"
   # A containerd instance of our own (Docker runs its own containerd: nothing shared).
   put "$D/containerd/config.toml" containerd <<EOF
 version = 2
@@ -192,6 +192,10 @@ oom_score = 0
         SystemdCgroup = false
         # runc state under our state dir, not the shared /run/containerd/runc
         Root = "$D/containerd/runc"
+  # per-registry hosts.toml (CA, mirrors) under certs.d/<host:port>/, read at each pull: a test
+  # registry adds its own there and removes it on teardown (containerd's hosts directory format)
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$D/containerd/certs.d"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$D/cni/net.d"

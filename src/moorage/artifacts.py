@@ -9,7 +9,7 @@ one Docker engine client. :func:`observe` only reads; :func:`build_images`,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +26,11 @@ from .cluster import (
     detect_cluster,
     docker_nodes,
     engine_facts,
+    push,
+    registry,
 )
 from .core.config import CLUSTER_KINDS, Environment, Project
-from .core.errors import UserError
+from .core.errors import OperationFailed, UserError
 from .core.report import Reporter
 from .engine import connect, inspect_refs, resolver
 from .images import (
@@ -206,6 +208,31 @@ def in_cluster(ws: Workspace) -> set[str] | None:
     return cluster_images(ws.cluster, ws.refs, client=ws.client)
 
 
+def registry_credentials(env: Environment, secrets: Mapping[str, str]) -> registry.Credentials | None:
+    """The credentials the environment's registry settings name, read from the loaded ``.env`` values."""
+    access = env.registry_access
+    if not access.username_key:
+        return None
+    return registry.Credentials(secrets[access.username_key], secrets[access.password_key],
+                                f".env keys {access.username_key} and {access.password_key}")
+
+
+def engine_auth(credentials: registry.Credentials | None) -> dict[str, str] | None:
+    """The Docker engine's auth_config for a push (an API header, never argv)."""
+    return {"username": credentials.username, "password": credentials.password} if credentials else None
+
+
+def in_registry(ws: Workspace, env: Environment, secrets: Mapping[str, str]) -> dict[str, str]:
+    """The manifest digest of each image the registry already holds (same content); absent ones left out.
+
+    One clear line when the registry is down, untrusted, refuses the credentials, or holds one of
+    the tags with other content; it only reads.
+    """
+    ids = {ref: info["Id"] for ref, info in inspect_refs(ws.client, ws.refs).items() if info}
+    return registry.lookup(ws.refs, ids, credentials=registry_credentials(env, secrets), ca=env.registry_access.ca,
+                           where=f"moorage.environments.{env.name}.registry")
+
+
 def delivery_steps(ws: Workspace, present: Iterable[str] | None, refs: Sequence[str] | None = None) -> list[DeliveryStep]:
     """The steps that make ``refs`` (default: every image) readable by the cluster, given what it has."""
     return delivery_plan(ws.cluster, ws.refs if refs is None else refs, present,
@@ -226,12 +253,33 @@ def third_party_steps(ws: Workspace, refs: Sequence[str]) -> list[DeliveryStep]:
     return delivery_plan(ws.cluster, local, cluster_images(ws.cluster, local, client=ws.client))
 
 
-def registry_steps(ws: Workspace, registry: str) -> list[DeliveryStep]:
-    """The pushes that put every image in ``registry``, skipping the tags it already has."""
-    target = ClusterTarget("remote", registry, ws.cluster.context)
-    return delivery_plan(target, ws.refs, cluster_images(target, ws.refs, client=ws.client))
+def registry_steps(ws: Workspace, env: Environment, present: Iterable[str],
+                   refs: Sequence[str] | None = None) -> list[DeliveryStep]:
+    """The pushes that put ``refs`` (default: every image) in the environment's registry, skipping ``present``."""
+    target = ClusterTarget("remote", env.registry, ws.cluster.context)
+    return delivery_plan(target, ws.refs if refs is None else refs, present)
 
 
-def deliver_images(ws: Workspace, steps: Sequence[DeliveryStep], *, reporter: Reporter) -> dict[str, int]:
-    """Execute delivery (or push) steps from the workspace's engine; the bytes sent per reference, where known."""
-    return deliver(steps, client=ws.client, reporter=reporter)
+def deliver_images(ws: Workspace, steps: Sequence[DeliveryStep], *, reporter: Reporter,
+                   env: Environment | None = None, secrets: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Execute delivery (or push) steps from the workspace's engine; the bytes sent per reference, where known.
+
+    A push uses the environment's registry credentials; what it sent is read back from the registry
+    (the compressed sizes of the layers the engine uploaded, those the registry lacked).
+    """
+    pushes = [step.refs[0] for step in steps if step.action == "push"]
+    sent = deliver([step for step in steps if step.action != "push"], client=ws.client, reporter=reporter)
+    if not pushes:
+        return sent
+    credentials = registry_credentials(env, secrets or {}) if env is not None else None
+    uploaded = {ref: push(ws.client, ref, reporter=reporter, auth=engine_auth(credentials)) for ref in pushes}
+    where = f"moorage.environments.{env.name}.registry" if env is not None else "the environment's registry"
+    held = registry.manifests(pushes, credentials=credentials, ca=env.registry_access.ca if env else None, where=where)
+    for ref in pushes:
+        if held[ref] is None:
+            raise OperationFailed(f"the registry does not hold {ref} after its push", "check the registry's logs")
+        layers = ws.client.api.inspect_image(ref)["RootFS"]["Layers"]
+        sent[ref] = registry.pushed_bytes(held[ref], layers, uploaded[ref])
+        reporter.line(f"{ref}: pushed {len(uploaded[ref])} of {len(layers)} layers, {sent[ref]} bytes "
+                      "(the registry had the rest)")
+    return sent

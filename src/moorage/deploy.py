@@ -28,7 +28,7 @@ from . import artifacts, ci_report, database, helm, kube, migrations, pg, plan, 
 from .cluster import delivery_method, normalise_ref
 from .connection import Connected, connect, diagnostics_dir, wait_release
 from .core import lock, proc
-from .core.config import Environment, Project, load_secrets, load_values
+from .core.config import Environment, Project, load_secrets, load_values, merge
 from .core.errors import Interrupted, MoorageError, OperationFailed
 from .core.lock import scope_name
 from .core.report import Reporter
@@ -113,6 +113,7 @@ class Run:
     cluster: Connected | None = None
     workspace: artifacts.Workspace | None = None
     in_cluster: set[str] = field(default_factory=set)
+    pins: dict[str, str] = field(default_factory=dict)  # ref → manifest digest in the registry (remote clusters)
     image_layer: dict[str, Any] = field(default_factory=dict)
     secret_layer: dict[str, Any] = field(default_factory=dict)
     digest: str = ""
@@ -138,8 +139,8 @@ def deploy(project: Project, env: Environment, options: Options, reporter: Repor
         run.summary.plan = run.decided.lines()
         run.summary.plan += [f"deliver  {ref} (used by the chart, missing on the nodes)"
                              for step in run.third_party for ref in step.refs]
-        if env.prerequisites:
-            run.summary.plan[1:1] = prerequisites.plan_lines(env.prerequisites, project.root)
+        if env.prerequisites or env.registry_access.pull_secret:
+            run.summary.plan[1:1] = prerequisites.plan_lines(env, project.root)
         if on_plan:
             on_plan(run.summary.plan)
         if options.dry_run:
@@ -175,7 +176,7 @@ def _execute(run: Run, phase: Phases) -> None:
     if decided.upgrade and run.options.backup_before_migrations and run.cluster.release is not None:
         with phase("backup", "backup: before pending migrations"):
             summary.backup = database.backup_if_migrating(run.project, env, run.options.alembic_ini, run.reporter)
-    if env.prerequisites:
+    if env.prerequisites or env.registry_access.pull_secret:
         with phase("prerequisites", "prerequisites: objects the chart expects"):
             apply_prerequisites(run)
     if decided.upgrade:
@@ -217,10 +218,15 @@ def preflight(run: Run) -> None:
     run.workspace = ws = artifacts.observe(project, env, context=cluster.context, only=rebuilt or None)
     ws.states = [s for s in ws.states if s.name in rebuilt]
     artifacts.require_delivery_target(ws, env)
-    run.in_cluster = artifacts.in_cluster(ws) or set()
+    if ws.cluster.kind == "remote":  # the registry is where the cluster pulls from: what it holds counts as built
+        run.pins = artifacts.in_registry(ws, env, run.secrets)
+        run.in_cluster = {normalise_ref(ref) for ref in run.pins}
+    else:
+        run.in_cluster = artifacts.in_cluster(ws) or set()
     _layers(run)
     shared = ws.engine.cluster_reads_it
-    facts = [plan.ImageFacts(s.name, s.ref, s.ref in ws.present, shared or normalise_ref(s.ref) in run.in_cluster)
+    facts = [plan.ImageFacts(s.name, s.ref, s.ref in ws.present or s.ref in run.pins,
+                             shared or normalise_ref(s.ref) in run.in_cluster)
              for s in ws.states]
     release = (plan.ReleaseState(cluster.release.revision, cluster.release.status, deployed_digest)
                if cluster.release else None)
@@ -256,7 +262,10 @@ def _layers(run: Run) -> None:
     refs = {name: tuple(ref.rsplit(":", 1)) for name, ref in run.options.keep.items()}
     refs.update({s.name: (s.repository, s.tag) for s in run.workspace.states})
     run.summary.images = {i.name: ":".join(refs[i.name]) for i in run.project.images if i.name in refs}
-    run.image_layer = helm.image_values(run.project, refs, run.env_values)
+    # pulled by digest where the registry told it: <tag>@sha256:..., which any chart rendering repo:tag passes on
+    pinned = {name: (repo, f"{tag}@{run.pins[f'{repo}:{tag}']}" if f"{repo}:{tag}" in run.pins else tag)
+              for name, (repo, tag) in refs.items()}
+    run.image_layer = merge(helm.image_values(run.project, pinned, run.env_values), helm.pull_secret_values(run.env))
     run.secret_layer = helm.secret_values(run.project, run.secrets)
     run.digest = plan.release_digest(run.project.chart, [run.env_values, run.image_layer, run.secret_layer])
 
@@ -269,9 +278,18 @@ def build(run: Run) -> None:
 
 
 def deliver(run: Run) -> None:
-    names = run.decided.deliver
-    steps = artifacts.delivery_steps(run.workspace, run.in_cluster, [run.summary.images[n] for n in names])
-    run.summary.shipped = artifacts.deliver_images(run.workspace, [*steps, *run.third_party], reporter=run.reporter)
+    """Images onto the nodes, or into the registry a remote cluster pulls from (then pinned by digest)."""
+    names, ws, env = run.decided.deliver, run.workspace, run.env
+    refs = [run.summary.images[n] for n in names]
+    if ws.cluster.kind == "remote":
+        run.pins = artifacts.in_registry(ws, env, run.secrets)  # again: the builds are done, so contents compare
+        steps = artifacts.registry_steps(ws, env, run.pins, refs)
+        run.summary.shipped = artifacts.deliver_images(ws, steps, reporter=run.reporter, env=env, secrets=run.secrets)
+        run.pins = artifacts.in_registry(ws, env, run.secrets)
+        _layers(run)
+    else:
+        steps = artifacts.delivery_steps(ws, run.in_cluster, refs)
+        run.summary.shipped = artifacts.deliver_images(ws, [*steps, *run.third_party], reporter=run.reporter)
     run.summary.delivered = [*names, *(ref for step in run.third_party for ref in step.refs)]
 
 
@@ -280,6 +298,8 @@ def apply_prerequisites(run: Run) -> None:
     prereqs = run.env.prerequisites
     objects = [obj for _path, obj in prerequisites.manifest_objects(prereqs)]
     objects += prerequisites.secret_objects(prereqs, run.secrets)
+    if run.env.registry_access.pull_secret and run.env.registry:
+        objects.append(prerequisites.pull_secret_object(run.env, run.secrets))
     applied = kube.apply(run.cluster.api, objects, run.env.namespace, manager=prerequisites.MANAGER)
     run.reporter.ok(f"applied {len(applied)} object(s): {', '.join(applied)}")
 

@@ -12,11 +12,12 @@ on a command line, in output or in a file.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .core.config import Prerequisites
+from .core.config import Environment, Prerequisites
 from .core.errors import ConfigError
 from .core.values import load_yaml_documents
 
@@ -58,9 +59,25 @@ def secret_objects(prereqs: Prerequisites, secrets: Mapping[str, str]) -> list[d
             for spec in prereqs.secrets]
 
 
-def plan_lines(prereqs: Prerequisites, root: Path) -> list[str]:
+def pull_secret_object(env: Environment, secrets: Mapping[str, str]) -> dict[str, Any]:
+    """The ``kubernetes.io/dockerconfigjson`` Secret the cluster pulls the environment's images with."""
+    access = env.registry_access
+    host = env.registry.split("/", 1)[0]
+    user, password = secrets[access.username_key], secrets[access.password_key]
+    config = {"auths": {host: {"username": user, "password": password,
+                               "auth": base64.b64encode(f"{user}:{password}".encode()).decode()}}}
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": access.pull_secret},
+            "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}}
+
+
+def plan_lines(env: Environment, root: Path) -> list[str]:
     """What a deploy applies before Helm, for ``--dry-run`` and the log (no secret value)."""
+    prereqs, access = env.prerequisites, env.registry_access
     lines = []
+    if access.pull_secret and env.registry:
+        lines.append(f"apply    Secret/{access.pull_secret} (registry {env.registry.split('/', 1)[0]}) from .env keys "
+                     f"{access.username_key}, {access.password_key}")
     for path, obj in manifest_objects(prereqs):
         shown = path.relative_to(root) if path.is_relative_to(root) else path
         lines.append(f"apply    {obj['kind']}/{obj['metadata']['name']} (from {shown})")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.reference import copy_project, data_values, load_data_images
 from tests.fixtures.tools import missing, require_docker
 
 pytestmark = pytest.mark.cluster
@@ -33,7 +34,6 @@ RELEASE = "moorage"
 CRONJOB = f"{RELEASE}-backup"
 DRILL_CRONJOB = f"{RELEASE}-backup-drill"
 CA_BUNDLE = Path(os.environ.get("MOORAGE_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
-DATA_IMAGES = {"postgresql": ("local/postgres", "15"), "redis": ("local/redis", "7")}
 BACKUP_VALUES = {"enabled": True, "schedule": "0 3 * * *", "retention": 3,
                  "image": {"repository": "local/postgres", "tag": "15", "pullPolicy": "Never"},
                  "persistence": {"size": "1Gi"},
@@ -118,16 +118,8 @@ def project(real_cluster, tmp_path_factory):
     from moorage.helm import merge
 
     root = tmp_path_factory.mktemp("e2e-backup") / "project"
-    root.mkdir()
-    for name in ("tasks.py", ".dockerignore"):
-        shutil.copy(REPO / name, root / name)
-    for path in REPO.glob("Dockerfile.*"):
-        shutil.copy(path, root / path.name)
-    for folder in ("app", "chart"):
-        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (root / "environments").mkdir()
-    values = {component: {"image": {"repository": repo, "tag": tag, "pullPolicy": "Never"}}
-              for component, (repo, tag) in DATA_IMAGES.items()}
+    copy_project(root)
+    values = data_values()
     values.update(backup=BACKUP_VALUES, **{"global": {"environment": ENV}})
     dev = yaml.safe_load((REPO / "environments" / "dev.yaml").read_text())
     (root / "environments" / f"{ENV}.yaml").write_text(yaml.safe_dump(merge(dev, values)))
@@ -142,8 +134,7 @@ def project(real_cluster, tmp_path_factory):
         {"name": "items-kept", "sql": "SELECT count(*) = 3 FROM items WHERE name LIKE 'cron %'"}]}
     (root / "invoke.yaml").write_text(yaml.safe_dump(config))
     (root / ".env").write_text(f"POSTGRES_PASSWORD={SECRET}\n")
-    subprocess.run([str(REPO / "scripts" / "data-images.sh")], check=True, capture_output=True, timeout=900)
-    real_cluster.load_images(*(f"{repo}:{tag}" for repo, tag in DATA_IMAGES.values()))
+    load_data_images(real_cluster)
     proj = Project(root, real_cluster)
     yield proj
     proj.inv("dev.undeploy", "--purge", "--yes", timeout=300)

@@ -20,16 +20,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.reference import REPO, copy_project, data_values, load_data_images
 from tests.fixtures.tools import missing, require_docker
 
 pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parents[2]
 INV = str(Path(sys.executable).with_name("inv"))
 SECRET = f"e2e-{uuid.uuid4().hex[:10]}"
 NAMESPACE = "moorage-e2e"
 CA_BUNDLE = Path(os.environ.get("MOORAGE_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
-DATA_IMAGES = {"postgresql": ("local/postgres", "15"), "redis": ("local/redis", "7")}
 
 
 class E2E:
@@ -72,16 +71,8 @@ def e2e(real_cluster, tmp_path_factory):
         if shutil.which(tool) is None:
             missing(f"'{tool}' is not installed")
     root = tmp_path_factory.mktemp("e2e") / "project"
-    root.mkdir()
-    for name in ("tasks.py", ".dockerignore"):
-        shutil.copy(REPO / name, root / name)
-    for path in REPO.glob("Dockerfile.*"):
-        shutil.copy(path, root / path.name)
-    for folder in ("app", "chart"):
-        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (root / "environments").mkdir()
-    data = {component: {"image": {"repository": repo, "tag": tag, "pullPolicy": "Never"}}
-            for component, (repo, tag) in DATA_IMAGES.items()}
+    copy_project(root)
+    data = data_values()
     import yaml
 
     dev = yaml.safe_load((REPO / "environments" / "dev.yaml").read_text())
@@ -100,8 +91,7 @@ def e2e(real_cluster, tmp_path_factory):
     config["moorage"]["default_env"] = "e2e"
     (root / "invoke.yaml").write_text(yaml.safe_dump(config))
     (root / ".env").write_text(f"POSTGRES_PASSWORD={SECRET}\n")
-    subprocess.run([str(REPO / "scripts" / "data-images.sh")], check=True, capture_output=True, timeout=900)
-    real_cluster.load_images(*(f"{repo}:{tag}" for repo, tag in DATA_IMAGES.values()))
+    load_data_images(real_cluster)
     project = E2E(root, real_cluster)
     yield project
     project.inv("dev.undeploy", "--purge", "--yes", timeout=300)

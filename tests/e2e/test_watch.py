@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.reference import copy_project, data_values, load_data_images
 from tests.fixtures.tools import missing, require_docker
 
 pytestmark = pytest.mark.cluster
@@ -31,7 +32,6 @@ INV = str(Path(sys.executable).with_name("inv"))
 NAMESPACE = "moorage-e2e-watch"
 RELEASE = "moorage"
 CA_BUNDLE = Path(os.environ.get("MOORAGE_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
-DATA_IMAGES = {"postgresql": ("local/postgres", "15"), "redis": ("local/redis", "7")}
 MAIN = Path("app/backend/moorage_backend/main.py")
 HEALTHZ = 'return {"status": "ok"}'
 
@@ -150,15 +150,9 @@ def project(real_cluster, tmp_path_factory):
     from moorage.helm import merge
 
     root = tmp_path_factory.mktemp("watch") / "project"
-    root.mkdir()
-    for name in ("tasks.py", ".dockerignore", *(p.name for p in REPO.glob("Dockerfile.*"))):
-        if (REPO / name).is_file():
-            shutil.copy(REPO / name, root / name)
-    for folder in ("app", "chart"):
-        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (root / "environments").mkdir()
+    copy_project(root)
     dev = yaml.safe_load((REPO / "environments" / "dev.yaml").read_text())
-    data = {c: {"image": {"repository": r, "tag": t, "pullPolicy": "Never"}} for c, (r, t) in DATA_IMAGES.items()}
+    data = data_values()
     (root / "environments" / "watch.yaml").write_text(yaml.safe_dump(merge(dev, data)))
     config = yaml.safe_load((REPO / "invoke.yaml").read_text())
     config["moorage"]["environments"] = {"watch": {
@@ -167,8 +161,7 @@ def project(real_cluster, tmp_path_factory):
     config["moorage"]["default_env"] = "watch"
     (root / "invoke.yaml").write_text(yaml.safe_dump(config))
     (root / ".env").write_text(f"POSTGRES_PASSWORD=w-{uuid.uuid4().hex[:10]}\n")
-    subprocess.run([str(REPO / "scripts" / "data-images.sh")], check=True, capture_output=True, timeout=900)
-    real_cluster.load_images(*(f"{repo}:{tag}" for repo, tag in DATA_IMAGES.values()))
+    load_data_images(real_cluster)
     proj = Project(root, real_cluster)
     yield proj
     subprocess.run([INV, "dev.undeploy", "--purge", "--yes"], cwd=root, env=proj.env, capture_output=True,

@@ -68,4 +68,9 @@ def test_gitlab_deploys_staging_then_production_by_hand_and_reads_the_junit_repo
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
 def test_no_secret_is_put_on_a_command_line(name):
     text = scripts(name)
-    assert "--password-stdin" in text and "--password " not in text and "-p $" not in text
+    assert "--password" not in text and "-p $" not in text and "docker login" not in text
+    # the registry credentials reach Moorage as environment variables only (it hands them to the
+    # engine in an API header and to the cluster in a Secret)
+    mentions = [line.strip() for line in text.splitlines()
+                if "REGISTRY_PASSWORD" in line and not line.lstrip().startswith("#")]
+    assert mentions and all(line.startswith("REGISTRY_PASSWORD: ") for line in mentions), mentions

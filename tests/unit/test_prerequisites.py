@@ -44,7 +44,7 @@ def test_manifest_folders_and_env_secrets_make_the_objects(tmp_path):
 def test_the_plan_names_objects_and_env_keys_never_values(tmp_path):
     project = make(tmp_path, {"manifests": ["k8s/manifests/configmaps.yaml"],
                               "secrets": [{"name": "app-secrets", "data": {"PW": "DB_PASSWORD"}}]})
-    lines = prerequisites.plan_lines(project.env("dev").prerequisites, project.root)
+    lines = prerequisites.plan_lines(project.env("dev"), project.root)
     assert lines == ["apply    ConfigMap/backend-config (from k8s/manifests/configmaps.yaml)",
                      "apply    ConfigMap/frontend-config (from k8s/manifests/configmaps.yaml)",
                      "apply    Secret/app-secrets from .env keys DB_PASSWORD"]

@@ -14,9 +14,12 @@
   hold, and its execution (``minikube image load``, ``kind load``, ``k3d image
   import``, ``docker save`` into ``microk8s images import`` / ``nerdctl load``
   / ``ctr import``, or a registry push);
+- :mod:`.registry`: what a registry holds under a tag (OCI distribution API),
+  its trust and credentials, checked before a push;
 - :mod:`.local`: the project's own local cluster (``inv cluster.*``).
 """
 
+from . import registry
 from .delivery import DeliveryStep, cluster_images, deliver, delivery_plan, nerdctl_command, push, stream_image
 from .detect import (
     adopt_engine,
@@ -63,6 +66,7 @@ __all__ = [
     "parse_docker_env",
     "push",
     "read_nodes",
+    "registry",
     "shares_engine",
     "stream_image",
 ]

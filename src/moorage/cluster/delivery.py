@@ -111,8 +111,8 @@ def cluster_images(cluster: ClusterTarget, refs: Sequence[str], *, client=None, 
     kind and k3d: ``crictl images -o json`` in each node container (one exec per
     node for all images, where ``kind load`` would inspect per image and node);
     minikube: ``minikube image ls``; containerd: its ``k8s.io`` namespace
-    (``ctr``, ``nerdctl``, ``microk8s ctr``); remote: the registry's manifest
-    (docker-py ``inspect_distribution``). None when it cannot be told.
+    (``ctr``, ``nerdctl``, ``microk8s ctr``). None when it cannot be told; empty for a
+    remote cluster, which pulls from a registry (what that holds: :mod:`.registry`).
     """
     run = run or proc.run
     kind = cluster.kind
@@ -137,29 +137,15 @@ def cluster_images(cluster: ClusterTarget, refs: Sequence[str], *, client=None, 
     if kind in DESKTOP_VM_KINDS:
         return _listing(run, [*nerdctl_command(cluster), "--namespace", "k8s.io", "images", "--format",
                               "{{.Repository}}:{{.Tag}}"], "nerdctl images")
-    if kind == "remote" and client is not None:
-        return _in_registry(client, refs)
     return set()
-
-
-def _in_registry(client, refs: Sequence[str]) -> set[str]:
-    from docker.errors import APIError
-
-    present = set()
-    for ref in refs:
-        try:
-            client.api.inspect_distribution(ref)
-            present.add(ref)
-        except APIError:
-            pass
-    return present
 
 
 def deliver(steps: Sequence[DeliveryStep], *, client, reporter: Reporter, run=None) -> dict[str, int]:
     """Execute a delivery plan: CLI loads through proc.run, streams from the engine, pushes through docker-py.
 
     Returns the bytes sent per reference where they are known: ``ctr import`` on this host gets only
-    the layers the node lacks (:mod:`.layers`).
+    the layers the node lacks (:mod:`.layers`). Pushes with credentials go through
+    ``moorage.artifacts.deliver_images``, which reads what the registry received.
     """
     run = run or proc.run
     sent: dict[str, int] = {}
@@ -211,19 +197,27 @@ def stream_image(client, ref: str, command: Sequence[str], *, timeout: float = S
                                 stderr=stderr, returncode=code)
 
 
-def push(client, ref: str, *, reporter: Reporter) -> None:
-    """``docker push`` through docker-py with a byte progress bar; a registry error is one clean line."""
+def push(client, ref: str, *, reporter: Reporter, auth: dict[str, str] | None = None) -> set[str]:
+    """``docker push`` through docker-py with a byte progress bar; the short IDs of the layers it uploaded.
+
+    The engine uploads only the layers the registry lacks ("Layer already exists" for the rest).
+    ``auth`` (username, password) goes in the API request's header, never on a command line.
+    A registry error is one clean line.
+    """
     from docker.errors import APIError
 
     repo, _, tag = ref.rpartition(":")
     layers: dict[str, tuple[int, int]] = {}
+    pushed: set[str] = set()
     error = None
     with reporter.progress(f"push {ref}", total=None, unit="bytes") as bar:
         try:
-            for chunk in client.api.push(repo, tag=tag, stream=True, decode=True):
+            for chunk in client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth):
                 if "error" in chunk or "errorDetail" in chunk:
                     error = (chunk.get("errorDetail") or {}).get("message") or chunk.get("error")
                     break
+                if chunk.get("status") == "Pushed" and chunk.get("id"):
+                    pushed.add(chunk["id"])
                 detail = chunk.get("progressDetail") or {}
                 if chunk.get("id") and detail.get("total"):
                     layers[chunk["id"]] = (detail.get("current", 0), detail["total"])
@@ -231,6 +225,8 @@ def push(client, ref: str, *, reporter: Reporter) -> None:
         except APIError as exc:
             error = exc.explanation or str(exc)
     if error:
-        hint = "log in with 'docker login <registry>'" if re.search(r"denied|unauthori[sz]ed|authentication", error, re.I) \
+        hint = "fix the registry credentials (.env keys the environment's registry names, or 'docker login')" \
+            if re.search(r"denied|unauthori[sz]ed|authentication", error, re.I) \
             else "check the registry address in the environment's config and that it is reachable"
         raise OperationFailed(f"push of {ref} failed: {error.strip()}", hint)
+    return pushed

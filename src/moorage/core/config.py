@@ -29,6 +29,7 @@ from typing import Any
 from .datastore import Database, Migrations, database, migrations
 from .errors import ConfigError, UserError
 from .reader import Reader as _Reader
+from .registry_settings import RegistryAccess, registry
 from .values import load_values, load_yaml, merge, yaml_loader  # noqa: F401 - re-exported
 
 CONFIG_FILE = "invoke.yaml"
@@ -125,6 +126,7 @@ class Environment:
     context: str | None = None
     cluster: str = "auto"
     registry: str = ""
+    registry_access: RegistryAccess = RegistryAccess()
     production: bool = False
     timeout: int = 300
     start_minikube: bool = False
@@ -363,13 +365,15 @@ def _environment(name: str, values_files: tuple[Path, ...], release: str, raw: M
     if not DNS_LABEL_RE.match(namespace):
         raise r._bad("namespace", "a DNS label (lowercase letters, digits, '-')", namespace)
     smoke = tuple(_smoke(item, f"{r.where}.smoke[{i}]", source) for i, item in enumerate(r.list("smoke")))
+    registry_url, access = registry(r.raw.get("registry"), f"{r.where}.registry", source, root, release)
     return Environment(
         name=name,
         values_files=values_files,
         namespace=namespace,
         context=r.str("context"),
         cluster=cluster,
-        registry=(r.str("registry", "") or "").rstrip("/"),
+        registry=registry_url,
+        registry_access=access,
         production=r.bool("production", False),
         timeout=r.int("timeout", 300, minimum=1),
         start_minikube=r.bool("start_minikube", False),
@@ -434,7 +438,8 @@ def load_secrets(project: Project, env: Environment, environ: Mapping[str, str] 
     are returned. A required key that is missing or empty is a ConfigError.
     """
     environ = os.environ if environ is None else environ
-    wanted = set(project.secrets) | set(env.required_secrets) | set(env.prerequisites.env_keys)
+    needed = (*env.required_secrets, *env.prerequisites.env_keys, *env.registry_access.env_keys)
+    wanted = set(project.secrets) | set(needed)
     if env.database.url_env:
         wanted.add(env.database.url_env)
     merged: dict[str, str] = {}
@@ -446,7 +451,7 @@ def load_secrets(project: Project, env: Environment, environ: Mapping[str, str] 
     for key in wanted:
         if key in environ:
             merged[key] = environ[key]
-    for key in (*env.required_secrets, *env.prerequisites.env_keys):
+    for key in needed:
         if not merged.get(key, "").strip():
             raise ConfigError(
                 f"required secret {key} for environment '{env.name}' is missing or empty",

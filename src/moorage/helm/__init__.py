@@ -58,6 +58,7 @@ from .values import (
     placeholder_layers,
     placeholder_secrets,
     private_values,
+    pull_secret_values,
     secret_values,
     set_value,
 )
@@ -68,6 +69,6 @@ __all__ = [
     "deployed_digest", "history", "image_value", "image_values", "images_in", "last_deployed", "layered_values",
     "lint_command", "major_version", "manifest", "merge", "missing_dependencies", "nest", "parse_helm_version",
     "parse_history", "parse_manifest", "parse_status", "path_tokens", "placeholder_layers", "placeholder_secrets",
-    "private_values", "rejected_values", "rollback_command", "schema_problems", "secret_values", "set_value",
+    "private_values", "pull_secret_values", "rejected_values", "rollback_command", "schema_problems", "secret_values", "set_value",
     "stale_dependencies", "status", "template_command", "test_command", "uninstall_command", "upgrade_command",
 ]

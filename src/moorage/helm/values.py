@@ -109,6 +109,14 @@ def secret_values(project: Project, secrets: Mapping[str, str]) -> dict[str, Any
     return values
 
 
+def pull_secret_values(env: Environment) -> dict[str, Any]:
+    """``[{name: <pull secret>}]`` at the key the environment's registry settings give the chart, if any."""
+    access = env.registry_access
+    if not (env.registry and access.pull_secret and access.values_key):
+        return {}
+    return nest(access.values_key, [{"name": access.pull_secret}])
+
+
 def placeholder_secrets(project: Project) -> dict[str, str]:
     """Stand-in secret values for rendering without revealing the real ones."""
     return {key: REDACTED for key in project.secrets}

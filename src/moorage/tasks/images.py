@@ -10,6 +10,7 @@ from ._boundary import lazy, mtask, project, reporter
 
 artifacts = lazy("moorage.artifacts")
 images = lazy("moorage.images")
+config = lazy("moorage.core.config")
 
 ENV_HELP = "environment (default: MOORAGE_ENV, then the config's default_env, then dev)"
 DRY_HELP = "print the plan (images, commands) and change nothing"
@@ -87,6 +88,7 @@ def load(ctx, env=None, dry_run=False):
     ws = artifacts.observe(proj, environment)
     if ws.cluster.kind == "remote":
         artifacts.require_registry(environment, f"deploys to a remote cluster (context {ws.cluster.context or 'none'})")
+        return _push(out, proj, environment, ws, dry_run)
     artifacts.require_built(ws)
     steps = artifacts.delivery_steps(ws, artifacts.in_cluster(ws))
     nothing = (f"the {ws.cluster.kind} cluster reads the engine the images are built in: nothing to load"
@@ -110,9 +112,14 @@ def push(ctx, env=None, dry_run=False):
     proj = project(ctx)
     environment = proj.env(env)
     artifacts.require_registry(environment, "is asked to push images")
-    ws = artifacts.observe(proj, environment)
+    _push(out, proj, environment, artifacts.observe(proj, environment), dry_run)
+
+
+def _push(out, proj, environment, ws, dry_run: bool) -> None:
+    """Push what the registry lacks; a tag it holds with other content, bad credentials or no answer stop first."""
     artifacts.require_built(ws)
-    steps = artifacts.registry_steps(ws, environment.registry)
+    secrets = config.load_secrets(proj, environment)
+    steps = artifacts.registry_steps(ws, environment, artifacts.in_registry(ws, environment, secrets))
     if dry_run:
         out.step(f"push plan for '{environment.name}' (registry {environment.registry})")
         _print_steps(out, steps, "the registry already has every image: nothing to push")
@@ -120,8 +127,8 @@ def push(ctx, env=None, dry_run=False):
     if not steps:
         out.ok("the registry already has every image: nothing to push")
         return
-    artifacts.deliver_images(ws, steps, reporter=out)
-    out.ok(f"{len(steps)} image(s) pushed to {environment.registry}")
+    sent = artifacts.deliver_images(ws, steps, reporter=out, env=environment, secrets=secrets)
+    out.ok(f"{len(steps)} image(s) pushed to {environment.registry} ({sum(sent.values())} bytes of layers it lacked)")
 
 
 ns = Collection("images")
