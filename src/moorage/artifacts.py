@@ -260,6 +260,17 @@ def registry_steps(ws: Workspace, env: Environment, present: Iterable[str],
     return delivery_plan(target, ws.refs if refs is None else refs, present)
 
 
+def push_missing(ws: Workspace, env: Environment, secrets: Mapping[str, str], refs: Sequence[str], *,
+                 reporter: Reporter) -> tuple[dict[str, int], dict[str, str]]:
+    """Push what the registry lacks of ``refs``; the bytes it received and the digest of every image there.
+
+    The registry is read again first: the builds are done, so contents compare.
+    """
+    steps = registry_steps(ws, env, in_registry(ws, env, secrets), refs)
+    sent = deliver_images(ws, steps, reporter=reporter, env=env, secrets=secrets)
+    return sent, in_registry(ws, env, secrets)
+
+
 def deliver_images(ws: Workspace, steps: Sequence[DeliveryStep], *, reporter: Reporter,
                    env: Environment | None = None, secrets: Mapping[str, str] | None = None) -> dict[str, int]:
     """Execute delivery (or push) steps from the workspace's engine; the bytes sent per reference, where known.
@@ -280,6 +291,7 @@ def deliver_images(ws: Workspace, steps: Sequence[DeliveryStep], *, reporter: Re
             raise OperationFailed(f"the registry does not hold {ref} after its push", "check the registry's logs")
         layers = ws.client.api.inspect_image(ref)["RootFS"]["Layers"]
         sent[ref] = registry.pushed_bytes(held[ref], layers, uploaded[ref])
-        reporter.line(f"{ref}: pushed {len(uploaded[ref])} of {len(layers)} layers, {sent[ref]} bytes "
-                      "(the registry had the rest)")
+        had = len(layers) - len(uploaded[ref])
+        reporter.line(f"{ref}: pushed {len(uploaded[ref])} of {len(layers)} layers, {sent[ref]} bytes"
+                      + (f" (the registry had the other {had})" if had else ""))
     return sent

@@ -98,6 +98,9 @@ class Phases:
             self.summary.phases[name] = round(time.monotonic() - start, 3)
 
 
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+
+
 @dataclass
 class Run:
     """One deploy in progress: what was observed and decided, handed from phase to phase."""
@@ -262,10 +265,13 @@ def _layers(run: Run) -> None:
     refs = {name: tuple(ref.rsplit(":", 1)) for name, ref in run.options.keep.items()}
     refs.update({s.name: (s.repository, s.tag) for s in run.workspace.states})
     run.summary.images = {i.name: ":".join(refs[i.name]) for i in run.project.images if i.name in refs}
-    # pulled by digest where the registry told it: <tag>@sha256:..., which any chart rendering repo:tag passes on
-    pinned = {name: (repo, f"{tag}@{run.pins[f'{repo}:{tag}']}" if f"{repo}:{tag}" in run.pins else tag)
-              for name, (repo, tag) in refs.items()}
-    run.image_layer = merge(helm.image_values(run.project, pinned, run.env_values), helm.pull_secret_values(run.env))
+    # a remote cluster pulls by digest: the registry's, or a placeholder of the same shape until the
+    # push (so that the chart's schema sees, before anything is pushed, the values the upgrade will have)
+    pushed = {s.name for s in run.workspace.states} if run.workspace.cluster.kind == "remote" else set()
+    digests = {name: run.pins.get(f"{repo}:{tag}", PLACEHOLDER_DIGEST) for name, (repo, tag) in refs.items()
+               if f"{repo}:{tag}" in run.pins or name in pushed}
+    run.image_layer = merge(helm.image_values(run.project, refs, run.env_values, digests),
+                            helm.pull_secret_values(run.env))
     run.secret_layer = helm.secret_values(run.project, run.secrets)
     run.digest = plan.release_digest(run.project.chart, [run.env_values, run.image_layer, run.secret_layer])
 
@@ -282,10 +288,7 @@ def deliver(run: Run) -> None:
     names, ws, env = run.decided.deliver, run.workspace, run.env
     refs = [run.summary.images[n] for n in names]
     if ws.cluster.kind == "remote":
-        run.pins = artifacts.in_registry(ws, env, run.secrets)  # again: the builds are done, so contents compare
-        steps = artifacts.registry_steps(ws, env, run.pins, refs)
-        run.summary.shipped = artifacts.deliver_images(ws, steps, reporter=run.reporter, env=env, secrets=run.secrets)
-        run.pins = artifacts.in_registry(ws, env, run.secrets)
+        run.summary.shipped, run.pins = artifacts.push_missing(ws, env, run.secrets, refs, reporter=run.reporter)
         _layers(run)
     else:
         steps = artifacts.delivery_steps(ws, run.in_cluster, refs)

@@ -85,3 +85,22 @@ def test_a_tag_with_other_content_is_refused(monkeypatch):
                                                ("10.0.0.5:5000", False)])
 def test_loopback_hosts(host, loopback):
     assert registry._loopback(host) is loopback
+
+
+def test_a_pinned_image_takes_the_charts_digest_key_where_it_has_one_else_tag_at_digest(tmp_path):
+    from moorage.core.config import Image, Project
+
+    chart = tmp_path / "chart"
+    chart.mkdir()
+    (chart / "values.yaml").write_text("api:\n  image: {repository: x, tag: '1', digest: ''}\nweb:\n  image: {repository: y}\n")
+    project = Project(root=tmp_path, release="shop", chart=chart, environments_dir=tmp_path, backups_dir=tmp_path,
+                      diagnostics_dir=tmp_path, images=(Image("api", "Dockerfile"), Image("web", "Dockerfile"),
+                                                        Image("cli", "Dockerfile", values_key="cli",
+                                                              values_style="string")),
+                      secrets={}, environments={}, default_env="dev")
+    refs = {"api": ("r/shop/api", "t1"), "web": ("r/shop/web", "t2"), "cli": ("r/shop/cli", "t3")}
+    values = helm.image_values(project, refs, {}, {"api": "sha256:a", "web": "sha256:w", "cli": "sha256:c"})
+    assert values["api"]["image"] == {"repository": "r/shop/api", "tag": "t1", "digest": "sha256:a"}
+    assert values["web"]["image"] == {"repository": "r/shop/web", "tag": "t2@sha256:w"}
+    assert values["cli"] == "r/shop/cli:t3@sha256:c"
+    assert helm.image_values(project, refs)["api"]["image"] == {"repository": "r/shop/api", "tag": "t1"}

@@ -73,14 +73,34 @@ def set_value(overlay: dict[str, Any], base: Mapping[str, Any], path: str, value
     return merge(overlay, nest(prefix, _assign(current, tokens[first_index:], value, path)))
 
 
-def image_value(image: Image, repository: str, tag: str) -> Any:
-    """What the chart expects at the image's values path: ``{repository, tag}`` or ``"repo:tag"``."""
+def image_value(image: Image, repository: str, tag: str, digest: str = "", *, digest_key: bool = False) -> Any:
+    """What the chart expects at the image's values path: ``{repository, tag}`` or ``"repo:tag"``.
+
+    With a ``digest`` (an image pulled from a registry, pinned): ``{..., digest}`` where the chart has a
+    ``digest`` key beside ``tag`` (``digest_key``, as Bitnami-style charts do), else ``tag@digest``,
+    which a chart that renders ``repository:tag`` passes on as a pull by digest.
+    """
+    if digest and not digest_key:
+        tag = f"{tag}@{digest}"
     if image.values_style == "string":
         return f"{repository}:{tag}"
     value = {"repository": repository, "tag": tag}
+    if digest and digest_key:
+        value["digest"] = digest
     if image.pull_policy:
         value["pullPolicy"] = image.pull_policy
     return value
+
+
+def value_at(values: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path (``a.b``, ``workers[0].image``); None where it is absent."""
+    node: Any = values
+    for token in path_tokens(path):
+        if isinstance(token, int):
+            node = node[token] if isinstance(node, list) and -len(node) <= token < len(node) else None
+        else:
+            node = node.get(token) if isinstance(node, Mapping) else None
+    return node
 
 
 def chart_defaults(project: Project) -> dict[str, Any]:
@@ -90,13 +110,19 @@ def chart_defaults(project: Project) -> dict[str, Any]:
 
 
 def image_values(project: Project, refs: Mapping[str, tuple[str, str]],
-                 base: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Generated values: ``refs`` maps image name → (repository, tag); ``base`` is what the layers below hold."""
-    base = merge(chart_defaults(project), base or {}) if any("[" in i.values_path for i in project.images) else {}
+                 base: Mapping[str, Any] | None = None, digests: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Generated values: ``refs`` maps image name → (repository, tag), ``digests`` name → the digest to pin
+    (registry deploys); ``base`` is what the layers below hold."""
+    digests = digests or {}
+    needs_base = digests or any("[" in i.values_path for i in project.images)
+    base = merge(chart_defaults(project), base or {}) if needs_base else {}
     values: dict[str, Any] = {}
     for image in project.images:
         if image.name in refs:
-            values = set_value(values, base, image.values_path, image_value(image, *refs[image.name]))
+            below = value_at(base, image.values_path)
+            value = image_value(image, *refs[image.name], digests.get(image.name, ""),
+                                digest_key=isinstance(below, Mapping) and "digest" in below)
+            values = set_value(values, base, image.values_path, value)
     return values
 
 
