@@ -81,4 +81,5 @@ fi
 "$here/base-images.sh"
 "$here/data-images.sh"
 "$here/cluster/build.sh"
+"$here/junit-schema.sh" >/dev/null   # the JUnit XML schema `deploy --junit` reports are checked against
 "$here/install-nerdctl.sh"   # the Rancher Desktop / colima containerd delivery path, tested on the local cluster

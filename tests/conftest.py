@@ -18,4 +18,5 @@ pytest_plugins = [
     "tests.fixtures.kubeapi",
     "tests.fixtures.servers",
     "tests.fixtures.registry",
+    "tests.fixtures.junit_schema",
 ]

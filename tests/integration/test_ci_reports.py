@@ -13,12 +13,13 @@ from tests.integration.test_dev_deploy import project  # noqa: F401 - the fixtur
 pytestmark = [pytest.mark.docker, pytest.mark.helm]
 
 
-def test_a_ci_deploy_writes_its_junit_report_and_the_job_summary(project, tmp_path):  # noqa: F811
+def test_a_ci_deploy_writes_its_junit_report_and_the_job_summary(project, tmp_path, junit_schema):  # noqa: F811
     junit, step = tmp_path / "reports" / "deploy.xml", tmp_path / "summary.md"
     result = project.inv("deploy", "--env", "staging", "--json", "--junit", str(junit),
                          env={"CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(step)})
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
+    assert junit_schema(junit) == 1
     (suite,) = list(JUnitXml.fromfile(str(junit)))
     names = [case.name for case in suite]
     # (the JSON summary's keys are sorted; the report keeps the phases in the order they ran)
@@ -31,7 +32,7 @@ def test_a_ci_deploy_writes_its_junit_report_and_the_job_summary(project, tmp_pa
 
 
 def test_a_failed_ci_deploy_reports_the_failing_phase_and_annotates_the_run(project, tmp_path,  # noqa: F811
-                                                                             postgres_database):
+                                                                             postgres_database, junit_schema):
     from tests.fixtures.servers import alembic
 
     alembic("upgrade", "head", database_url=postgres_database.url)
@@ -43,6 +44,7 @@ def test_a_failed_ci_deploy_reports_the_failing_phase_and_annotates_the_run(proj
     junit = tmp_path / "deploy.xml"
     result = project.inv("deploy", "--env", "staging", "--junit", str(junit), env=env)
     assert result.returncode == 1, result.stderr
+    assert junit_schema(junit) == 1
     (suite,) = list(JUnitXml.fromfile(str(junit)))
     failed = [case for case in suite if not case.is_passed]
     assert [case.name for case in failed] == ["phase wait"]

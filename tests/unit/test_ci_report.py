@@ -35,7 +35,7 @@ def test_a_deploy_is_a_suite_with_a_case_per_phase_and_smoke_check(tmp_path):
     (suite,) = list(xml)
     assert suite.name == "moorage deploy staging"
     assert (suite.tests, suite.failures, suite.errors) == (8, 0, 0)
-    assert suite.timestamp == "2026-12-02T01:02:03"
+    assert {p.name: p.value for p in suite.properties()}["timestamp"] == "2026-12-02T01:02:03"
     cases = {case.name: case for case in suite}
     assert list(cases) == ["phase preflight", "phase build", "phase deliver", "phase helm", "phase wait",
                            "phase smoke", "smoke api-live", "smoke home"]
@@ -119,3 +119,21 @@ def test_a_junit_path_that_is_a_directory_is_refused_before_anything_runs(tmp_pa
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match="is a file, not a directory"):
         ci_report.check_path(str(tmp_path / "file" / "reports" / "deploy.xml"))
+
+
+@pytest.mark.parametrize("document", ["deployed", "failed phase", "failed smoke", "refused"])
+def test_every_report_shape_is_valid_junit_xml_by_the_published_schema(tmp_path, junit_schema, document):
+    summary, error = {
+        "deployed": (DEPLOYED, None),
+        "failed phase": (FAILED, REASON),
+        "failed smoke": ({**DEPLOYED, "smoke": [{"name": "home", "ok": False, "url": "http://x/", "detail": "503"}]},
+                         OperationFailed("smoke check home failed")),
+        "refused": ({**FAILED, "phases": {}, "failed_phase": None}, UserError("bad <input> & \"quotes\"")),
+    }[document]
+    path = tmp_path / "deploy.xml"
+    path.write_text(ci_report.junit_xml(summary, error))
+    assert junit_schema(path) == 1
+    broken = tmp_path / "broken.xml"
+    broken.write_text(path.read_text().replace('<testcase classname', '<testcase when="now" classname', 1))
+    with pytest.raises(Exception, match="when"):
+        junit_schema(broken)
