@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from moorage.cluster import layers
 from moorage.cluster.layers import OCI_LAYER, OCI_LAYER_GZIP, containerd_name, parse_content
 from moorage.core.config import SyncRule, load_project
 from moorage.core.errors import ConfigError
@@ -138,6 +139,27 @@ def test_the_nodes_layers_are_known_by_their_uncompressed_digest():
     assert blobs[plain].digest == plain and blobs[plain].media_type == OCI_LAYER
     gzipped = blobs["sha256:bbbb3794816a49a27841d2178acc90257123d292566c0afdb1e2f7f774064f09"]
     assert gzipped.digest.startswith("sha256:aaaa") and gzipped.media_type == OCI_LAYER_GZIP
+
+
+def test_a_pulled_layers_exact_size_comes_from_its_manifest_where_ctr_has_no_content_info(monkeypatch):
+    """containerd 1.6's ctr lacks `content info`; `content ls` rounds sizes; a manifest names them exactly."""
+    layer = "sha256:aaaa3794816a49a27841d2178acc90257123d292566c0afdb1e2f7f774064f09"
+    manifest = "sha256:" + "m" * 64
+    listing = CONTENT_LS + (f"{manifest}\t1.2kB\t2 hours\tcontainerd.io/gc.ref.content.config=sha256:cc,"
+                            f"containerd.io/gc.ref.content.l.0={layer}\n")
+    calls = []
+
+    def run(args, **kw):
+        calls.append(args[-2:])
+        if args[-2] == "info":
+            return layers.proc.Result(tuple(args), 1, "", "No help topic for 'info'")
+        return layers.proc.Result(tuple(args), 0, f'{{"layers": [{{"digest": "{layer}", "size": 5100123}}]}}', "")
+
+    monkeypatch.setattr(layers.proc, "run", run)
+    manifests = layers.referring_manifests(listing)
+    assert manifests == {layer: manifest}
+    assert layers.blob_size(("ctr", "-n", "k8s.io"), layer, manifests) == 5100123
+    assert calls == [["info", layer], ["get", manifest]]
 
 
 @pytest.mark.parametrize(("ref", "name"), [

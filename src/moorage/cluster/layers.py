@@ -178,17 +178,60 @@ def import_missing_layers(client, ref: str, ctr: Sequence[str], *, timeout: floa
     node = parse_content(listing)
     saved = _read_save(client.api.get_image(ref), node)
     try:
-        return _send(saved, ref, node, ctr, timeout)
+        return _send(saved, ref, node, ctr, timeout, listing)
     finally:
         for _diff, _size, data in saved.layers.values():
             if data is not None:
                 data.close()
 
 
-def _send(saved: _Saved, ref: str, node: dict[str, NodeBlob], ctr: Sequence[str], timeout: float) -> Shipped:
+def referring_manifests(listing: str) -> dict[str, str]:
+    """``ctr content ls`` → for each blob a manifest refers to (its ``containerd.io/gc.ref.content.l.*``
+    labels), that manifest's digest."""
+    found: dict[str, str] = {}
+    for line in listing.splitlines()[1:]:
+        fields = [f for f in line.split("\t") if f]
+        if len(fields) > 3 and fields[0].startswith("sha256:"):
+            for key, _, value in (kv.partition("=") for kv in fields[-1].split(",")):
+                if key.startswith("containerd.io/gc.ref.content.l."):
+                    found.setdefault(value, fields[0])
+    return found
+
+
+def blob_size(ctr: Sequence[str], digest: str, manifests: dict[str, str]) -> int:
+    """The exact size of a blob in the node's store (``ctr content ls`` prints it rounded).
+
+    ``ctr content info`` (containerd 1.7+); else the descriptor in a manifest on the node that names
+    the blob (containerd 1.6 has no ``info``); else the blob read whole.
+    """
+    info = proc.run([*ctr, "content", "info", digest], timeout=60, check=False, what="ctr content info")
+    if info.returncode == 0:
+        return int(json.loads(info.stdout)["size"])
+    if digest in manifests:
+        body = proc.run([*ctr, "content", "get", manifests[digest]], timeout=60, check=False,
+                        what="ctr content get").stdout
+        try:
+            sizes = {layer["digest"]: int(layer["size"]) for layer in json.loads(body).get("layers", [])}
+        except (ValueError, KeyError, TypeError):
+            sizes = {}
+        if digest in sizes:
+            return sizes[digest]
+    child = proc.start([*ctr, "content", "get", digest], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    with child.stdout:
+        size = sum(len(chunk) for chunk in iter(lambda: child.stdout.read(1 << 20), b""))
+    if child.wait(timeout=300) != 0:
+        raise CommandFailed(f"ctr content get {digest} failed (exit {child.returncode})",
+                            "check that ctr reaches the node's containerd (CONTAINERD_ADDRESS)",
+                            returncode=child.returncode)
+    return size
+
+
+def _send(saved: _Saved, ref: str, node: dict[str, NodeBlob], ctr: Sequence[str], timeout: float,
+          listing: str = "") -> Shipped:
+    manifests = referring_manifests(listing)
+
     def exact_size(digest: str) -> int:
-        info = proc.run([*ctr, "content", "info", digest], timeout=60, what="ctr content info").stdout
-        return int(json.loads(info)["size"])
+        return blob_size(ctr, digest, manifests)
 
     members, count = _oci_layout(saved, ref, node, exact_size)
     command = [*ctr, "images", "import", "-"]
