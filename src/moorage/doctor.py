@@ -151,6 +151,27 @@ def detect(env: Environment, context: str | None) -> tuple[ClusterTarget, tuple[
     return cluster, (shared, why)
 
 
+def check_registry(project: Project, env: Environment) -> Check:
+    """The environment's registry answers, trusts and accepts the credentials its settings name."""
+    from . import artifacts
+    from .cluster import registry
+    from .core.config import load_secrets
+
+    host = env.registry.split("/", 1)[0]
+    try:
+        credentials = artifacts.registry_credentials(env, load_secrets(project, env))
+        session = registry.Registry(host, credentials=credentials, ca=env.registry_access.ca,
+                                    where=f"moorage.environments.{env.name}.registry")
+        try:
+            session.ping()
+        finally:
+            session.close()
+    except MoorageError as exc:
+        return Check("registry", False, exc.message, exc.hint or "")
+    who = f"as {credentials.username}" if credentials else "without credentials"
+    return Check("registry", True, f"{env.registry}: reachable, trusted, accepts {who}")
+
+
 def run_checks(project: Project, env: Environment, *, skip_cluster: bool = False) -> list[Check]:
     """Every check that applies to ``env``: Python, Docker, Helm, the cluster and its tools."""
     checks = [check_python(), check_docker(), check_helm(), check_builder(project)]
@@ -170,6 +191,8 @@ def run_checks(project: Project, env: Environment, *, skip_cluster: bool = False
         checks.append(check_cluster_kind(env, cluster, engine))
     for tool in needed_tools(env, context, cluster):
         checks.append(check_tool(tool, TOOL_VERSION_ARGS.get(tool, ["version"])))
+    if env.registry and (cluster is None or cluster.kind == "remote"):
+        checks.append(check_registry(project, env))
     return checks
 
 

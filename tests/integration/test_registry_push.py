@@ -130,3 +130,19 @@ def test_a_tag_holding_other_content_is_refused_not_overwritten(pushing, oci_reg
     assert f"tag {refs['app']} exists in the registry with other content" in _error_line(result)
     assert oci_registry.manifest(*refs["app"].split("/", 1)[1].rsplit(":", 1))["digest"] == planted["digest"]
     assert oci_registry.manifest(*refs["web"].split("/", 1)[1].rsplit(":", 1)) is None
+
+
+def test_doctor_says_whether_the_registry_answers_trusts_and_accepts_the_credentials(pushing, oci_registry):
+    import json
+
+    (pushing.root / "tasks.py").write_text(pushing.root.joinpath("tasks.py").read_text().replace(
+        "from moorage.tasks import images", "from moorage.tasks import doctor, images").replace(
+        "ns.add_collection(images.ns)", "ns.add_collection(images.ns)\nns.add_task(doctor.doctor)"))
+    good = pushing.inv("doctor", "--json", "--skip-cluster")
+    checks = {c["name"]: c for c in json.loads(good.stdout)["checks"]}
+    assert checks["registry"]["ok"], checks["registry"]
+    assert f"accepts as {oci_registry.username}" in checks["registry"]["detail"]
+    bad = pushing.inv("doctor", "--json", "--skip-cluster", env={"REGISTRY_PASSWORD": "nope"})
+    checks = {c["name"]: c for c in json.loads(bad.stdout)["checks"]}
+    assert not checks["registry"]["ok"] and "refused the credentials" in checks["registry"]["detail"]
+    assert bad.returncode != 0 and "nope" not in bad.stdout + bad.stderr

@@ -93,6 +93,10 @@ class Registry:
     def close(self) -> None:
         self.session.close()
 
+    def ping(self) -> None:
+        """The API root with the credentials: raises the one-line error a push would meet, else returns."""
+        self._check(self._get("/v2/", "", {}), "its API root")
+
     def manifest(self, repository: str, tag: str) -> Manifest | None:
         """The manifest under ``repository:tag``, or None when the tag does not exist."""
         response = self._get(f"/v2/{repository}/manifests/{tag}", f"repository:{repository}:pull",
