@@ -12,12 +12,18 @@ Needs the local cluster (scripts/cluster/local-cluster.sh up), Docker, helm and 
 (MOORAGE_PYTHON_IMAGE, MOORAGE_NGINX_IMAGE, scripts/data-images.sh). Uses its own namespace, removed
 at the end (--keep leaves it).
 
-    .venv/bin/python benchmarks/watch_loop.py [--runs 5] [--rebuild-runs 3] [--deploy-runs 3]
+    .venv/bin/python benchmarks/watch_loop.py [--runs 5] [--rebuild-runs 3] [--deploy-runs 3] [--registry]
+
+--registry delivers through a registry instead of `ctr import`: the test registry (tests/fixtures/registry.py,
+TLS and auth, trusted by the node's containerd for the run) with `push: true`, so the engine pushes only
+the layers it lacks and the node pulls them, where an import must first read the whole image out of the
+engine (`docker save`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -34,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
@@ -79,6 +86,20 @@ def make_project(root: Path, context: str) -> None:
     config["moorage"]["default_env"] = "bench"
     (root / "invoke.yaml").write_text(yaml.safe_dump(config))
     (root / ".env").write_text(f"POSTGRES_PASSWORD=b-{uuid.uuid4().hex[:10]}\n")
+
+
+def use_registry(root: Path, stack: contextlib.ExitStack, cluster_dir: Path) -> None:
+    from tests.fixtures.registry import running_registry
+
+    registry = stack.enter_context(running_registry())
+    registry.trust_cluster(cluster_dir)
+    config = yaml.safe_load((root / "invoke.yaml").read_text())
+    config["moorage"]["environments"]["bench"]["registry"] = {
+        "url": f"{registry.host}/bench", "username": "REGISTRY_USERNAME", "password": "REGISTRY_PASSWORD", "push": True}
+    (root / "invoke.yaml").write_text(yaml.safe_dump(config))
+    with open(root / ".env", "a") as dotenv:
+        dotenv.write(f"REGISTRY_USERNAME={registry.username}\nREGISTRY_PASSWORD={registry.password}\n")
+    print(f"delivery through the registry at {registry.host} (push: true)", flush=True)
 
 
 def without_backend_sync(root: Path) -> None:
@@ -183,6 +204,7 @@ def main() -> None:
     parser.add_argument("--rebuild-runs", type=int, default=3)
     parser.add_argument("--deploy-runs", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="leave the namespace in place")
+    parser.add_argument("--registry", action="store_true", help="deliver through a registry the node pulls from")
     args = parser.parse_args()
     env = cluster_env()
     os.environ.update({k: env[k] for k in ("KUBECONFIG", "CONTAINERD_ADDRESS") if k in env})
@@ -190,10 +212,12 @@ def main() -> None:
     subprocess.run([str(ROOT / "scripts/data-images.sh")], check=True, capture_output=True, timeout=900)
     subprocess.run(["bash", str(ROOT / "scripts/cluster/local-cluster.sh"), "load",
                     *(f"{r}:{t}" for r, t in DATA_IMAGES.values())], check=True, capture_output=True, env=env)
-    with tempfile.TemporaryDirectory(prefix="moorage-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="moorage-bench-") as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp) / "project"
         root.mkdir()
         make_project(root, context)
+        if args.registry:
+            use_registry(root, stack, Path(env["KUBECONFIG"]).parent)
         api = kube.client(context)
         try:
             run_all(root, env, api, args)

@@ -222,14 +222,26 @@ def engine_auth(credentials: registry.Credentials | None) -> dict[str, str] | No
     return {"username": credentials.username, "password": credentials.password} if credentials else None
 
 
-def in_registry(ws: Workspace, env: Environment, secrets: Mapping[str, str]) -> dict[str, str]:
-    """The manifest digest of each image the registry already holds (same content); absent ones left out.
+def via_registry(ws: Workspace, env: Environment) -> bool:
+    """Whether the cluster pulls the images from the environment's registry (pushed there, pinned by digest):
+    a remote cluster always; a local one whose registry settings say ``push: true``; never one that
+    reads the build engine."""
+    if ws.engine.cluster_reads_it:
+        return False
+    return ws.cluster.kind == "remote" or bool(env.registry and env.registry_access.push)
+
+
+def in_registry(ws: Workspace, env: Environment, secrets: Mapping[str, str],
+                refs: Sequence[str] | None = None) -> dict[str, str]:
+    """The manifest digest of each image (default: the workspace's) the registry already holds with the
+    same content; absent ones left out.
 
     One clear line when the registry is down, untrusted, refuses the credentials, or holds one of
     the tags with other content; it only reads.
     """
-    ids = {ref: info["Id"] for ref, info in inspect_refs(ws.client, ws.refs).items() if info}
-    return registry.lookup(ws.refs, ids, credentials=registry_credentials(env, secrets), ca=env.registry_access.ca,
+    refs = ws.refs if refs is None else list(refs)
+    ids = {ref: info["Id"] for ref, info in inspect_refs(ws.client, refs).items() if info}
+    return registry.lookup(refs, ids, credentials=registry_credentials(env, secrets), ca=env.registry_access.ca,
                            where=f"moorage.environments.{env.name}.registry")
 
 

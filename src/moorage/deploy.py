@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +69,11 @@ class Summary:
     diagnostics: str | None = None
     backup: str | None = None
     shipped: dict[str, int] = field(default_factory=dict)  # bytes sent to the cluster per image, where known
+    digests: dict[str, str] = field(default_factory=dict)  # image → the digest the release pins (registry pulls)
     schema: dict[str, Any] | None = None  # set when a failed upgrade moved the schema (see ``recover``)
     failed_phase: str | None = None  # the phase an error ended the deploy in
 
     def as_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return asdict(self)
 
 
@@ -221,8 +220,8 @@ def preflight(run: Run) -> None:
     run.workspace = ws = artifacts.observe(project, env, context=cluster.context, only=rebuilt or None)
     ws.states = [s for s in ws.states if s.name in rebuilt]
     artifacts.require_delivery_target(ws, env)
-    if ws.cluster.kind == "remote":  # the registry is where the cluster pulls from: what it holds counts as built
-        run.pins = artifacts.in_registry(ws, env, run.secrets)
+    if artifacts.via_registry(ws, env):  # the cluster pulls from the registry: what it holds counts as built
+        run.pins = artifacts.in_registry(ws, env, run.secrets, [*ws.refs, *options.keep.values()])
         run.in_cluster = {normalise_ref(ref) for ref in run.pins}
     else:
         run.in_cluster = artifacts.in_cluster(ws) or set()
@@ -235,7 +234,8 @@ def preflight(run: Run) -> None:
                if cluster.release else None)
     run.decided = plan.decide(
         environment=env.name, namespace=env.namespace, context=cluster.context, cluster=ws.cluster.kind,
-        delivery="none" if shared else delivery_method(ws.cluster.kind, ws.engine.runtime), images=facts,
+        delivery="none" if shared else "push" if run.pins or artifacts.via_registry(ws, env)
+        else delivery_method(ws.cluster.kind, ws.engine.runtime), images=facts,
         release=release, digest=run.digest, force=options.force, smoke=[c.name for c in env.smoke],
         values_files=[*(_relative(f, project.root) for f in env.values_files), "<generated images>",
                       "<private secrets>"],
@@ -265,11 +265,11 @@ def _layers(run: Run) -> None:
     refs = {name: tuple(ref.rsplit(":", 1)) for name, ref in run.options.keep.items()}
     refs.update({s.name: (s.repository, s.tag) for s in run.workspace.states})
     run.summary.images = {i.name: ":".join(refs[i.name]) for i in run.project.images if i.name in refs}
-    # a remote cluster pulls by digest: the registry's, or a placeholder of the same shape until the
-    # push (so that the chart's schema sees, before anything is pushed, the values the upgrade will have)
-    pushed = {s.name for s in run.workspace.states} if run.workspace.cluster.kind == "remote" else set()
+    # pulled from a registry: by digest, or a placeholder of that shape until the push (the chart's schema sees it)
+    pushed = {s.name for s in run.workspace.states} if artifacts.via_registry(run.workspace, run.env) else set()
     digests = {name: run.pins.get(f"{repo}:{tag}", PLACEHOLDER_DIGEST) for name, (repo, tag) in refs.items()
                if f"{repo}:{tag}" in run.pins or name in pushed}
+    run.summary.digests = {name: d for name, d in digests.items() if d != PLACEHOLDER_DIGEST}
     run.image_layer = merge(helm.image_values(run.project, refs, run.env_values, digests),
                             helm.pull_secret_values(run.env))
     run.secret_layer = helm.secret_values(run.project, run.secrets)
@@ -287,8 +287,9 @@ def deliver(run: Run) -> None:
     """Images onto the nodes, or into the registry a remote cluster pulls from (then pinned by digest)."""
     names, ws, env = run.decided.deliver, run.workspace, run.env
     refs = [run.summary.images[n] for n in names]
-    if ws.cluster.kind == "remote":
-        run.summary.shipped, run.pins = artifacts.push_missing(ws, env, run.secrets, refs, reporter=run.reporter)
+    if artifacts.via_registry(ws, env):  # the images kept (dev.watch) keep their pins
+        run.summary.shipped, pins = artifacts.push_missing(ws, env, run.secrets, refs, reporter=run.reporter)
+        run.pins = {**{ref: run.pins[ref] for ref in run.options.keep.values() if ref in run.pins}, **pins}
         _layers(run)
     else:
         steps = artifacts.delivery_steps(ws, run.in_cluster, refs)

@@ -191,7 +191,7 @@ def run_checks(project: Project, env: Environment, *, skip_cluster: bool = False
         checks.append(check_cluster_kind(env, cluster, engine))
     for tool in needed_tools(env, context, cluster):
         checks.append(check_tool(tool, TOOL_VERSION_ARGS.get(tool, ["version"])))
-    if env.registry and (cluster is None or cluster.kind == "remote"):
+    if env.registry and (cluster is None or cluster.kind == "remote" or env.registry_access.push):
         checks.append(check_registry(project, env))
     return checks
 

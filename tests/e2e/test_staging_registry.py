@@ -25,6 +25,7 @@ from tests.fixtures.tools import missing, require_docker
 pytestmark = pytest.mark.cluster
 
 NAMESPACE = "moorage-staging-e2e"
+LOCAL_NAMESPACE = "moorage-local-push-e2e"  # the `local` environment: this cluster, images through the registry
 SECRET = f"stg-{uuid.uuid4().hex[:10]}"
 REPOSITORY = "moorage-e2e"
 
@@ -57,6 +58,7 @@ def staging(real_cluster, oci_registry, tmp_path_factory):
     data.update({component: {"liveUpdate": {"enabled": False}} for component in ("backend", "worker")})
     data["global"] = {"environment": "staging"}
     (root / "environments" / "staging.yaml").write_text(yaml.safe_dump(merge(dev, data)))
+    (root / "environments" / "local.yaml").write_text(yaml.safe_dump(merge(dev, {**data, "global": {}})))
     config = yaml.safe_load((REPO / "invoke.yaml").read_text())
     config["moorage"]["environments"] = {"staging": {
         "namespace": NAMESPACE, "context": real_cluster.context, "cluster": "remote", "timeout": 600,
@@ -64,6 +66,12 @@ def staging(real_cluster, oci_registry, tmp_path_factory):
                      "username": "REGISTRY_USERNAME", "password": "REGISTRY_PASSWORD"},
         "required_secrets": ["POSTGRES_PASSWORD"],
         "smoke": config["moorage"]["environments"]["dev"]["smoke"],
+    }, "local": {
+        "namespace": LOCAL_NAMESPACE, "context": real_cluster.context, "cluster": "containerd-local", "timeout": 600,
+        "registry": {"url": f"{oci_registry.host}/{REPOSITORY}", "push": True,
+                     "username": "REGISTRY_USERNAME", "password": "REGISTRY_PASSWORD"},
+        "required_secrets": ["POSTGRES_PASSWORD"],
+        "smoke": config["moorage"]["environments"]["dev"]["smoke"][:1],
     }}
     config["moorage"]["default_env"] = "staging"
     (root / "invoke.yaml").write_text(yaml.safe_dump(config))
@@ -72,13 +80,14 @@ def staging(real_cluster, oci_registry, tmp_path_factory):
     load_data_images(real_cluster)
     project = Staging(root, real_cluster)
     yield project
-    project.inv("dev.undeploy", "--env", "staging", "--purge", "--yes", timeout=300)
-    real_cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    for env, namespace in (("staging", NAMESPACE), ("local", LOCAL_NAMESPACE)):
+        project.inv("dev.undeploy", "--env", env, "--purge", "--yes", timeout=300)
+        real_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
-def _pod_images(staging) -> dict[str, tuple[str, str]]:
+def _pod_images(staging, namespace: str = NAMESPACE) -> dict[str, tuple[str, str]]:
     """container image → (what the pod spec names, the digest the node pulled) of the release's pods."""
-    pods = json.loads(staging.cluster.kubectl("-n", NAMESPACE, "get", "pods", "-o", "json").stdout)["items"]
+    pods = json.loads(staging.cluster.kubectl("-n", namespace, "get", "pods", "-o", "json").stdout)["items"]
     out = {}
     for pod in pods:
         for status in pod.get("status", {}).get("containerStatuses", []):
@@ -181,3 +190,28 @@ def test_a_tag_the_registry_holds_with_other_content_is_refused_and_nothing_is_d
     finally:
         source.write_text(original)
 
+
+
+def test_a_local_cluster_whose_registry_says_push_pulls_its_images_and_gets_only_the_changed_layers(staging,
+                                                                                                  oci_registry):
+    first = staging.ok("dev.deploy", "--env", "local", "--json")
+    summary = json.loads(first.stdout)
+    assert summary["status"] == "deployed" and all(check["ok"] for check in summary["smoke"]), summary
+    # staging pushed these very images: nothing is built, pushed or loaded onto the node
+    assert summary["built"] == [] and summary["delivered"] == [] and summary["shipped"] == {}
+    assert "ctr" not in first.stderr
+    source = staging.root / "app" / "backend" / "moorage_backend" / "__init__.py"
+    original = source.read_text()
+    source.write_text(original + f"\n# changed for the local push {uuid.uuid4().hex}\n")
+    try:
+        second = json.loads(staging.ok("dev.deploy", "--env", "local", "--json").stdout)
+    finally:
+        source.write_text(original)
+    assert second["built"] == ["backend"] and second["delivered"] == ["backend"], second
+    ref = second["images"]["backend"]
+    # only the layers above the dependencies went: a few tens of KB of a ~190 MB image
+    assert 0 < second["shipped"][ref] < 1_000_000, second["shipped"]
+    manifest = oci_registry.manifest(*ref.split("/", 1)[1].rsplit(":", 1))
+    assert second["digests"]["backend"] == manifest["digest"]
+    running = _pod_images(staging, LOCAL_NAMESPACE)
+    assert f"{ref.rsplit(':', 1)[0]}@{manifest['digest']}" in running, sorted(running)

@@ -104,3 +104,26 @@ def test_a_pinned_image_takes_the_charts_digest_key_where_it_has_one_else_tag_at
     assert values["web"]["image"] == {"repository": "r/shop/web", "tag": "t2@sha256:w"}
     assert values["cli"] == "r/shop/cli:t3@sha256:c"
     assert helm.image_values(project, refs)["api"]["image"] == {"repository": "r/shop/api", "tag": "t1"}
+
+
+def test_push_says_whether_a_local_cluster_pulls_from_the_registry(tmp_path):
+    _, access = parse({"url": "r/x", "push": True}, "w", "invoke.yaml", tmp_path, "shop")
+    assert access.push is True
+    assert parse({"url": "r/x"}, "w", "invoke.yaml", tmp_path, "shop")[1].push is False
+    with pytest.raises(ConfigError, match="w.push in invoke.yaml must be true or false"):
+        parse({"url": "r/x", "push": "yes"}, "w", "invoke.yaml", tmp_path, "shop")
+
+
+def test_the_watch_finds_containers_running_an_image_pinned_by_digest(monkeypatch):
+    from moorage.watch import live
+
+    def pod(name, image):
+        return {"metadata": {"name": name, "uid": name}, "status": {"phase": "Running", "containerStatuses": [
+            {"name": "app", "state": {"running": {}}, "restartCount": 0}]},
+            "spec": {"containers": [{"name": "app", "image": image}]}}
+
+    pods = [pod("a", "r:5000/shop/api@sha256:d1"), pod("b", "r:5000/shop/api:t1@sha256:d1"),
+            pod("c", "r:5000/shop/api:t1"), pod("d", "r:5000/shop/api@sha256:other")]
+    monkeypatch.setattr(live.kube, "list_pods", lambda api, namespace, selector: pods)
+    assert [t.pod for t in live.targets(None, "ns", "r:5000/shop/api:t1", "sha256:d1")] == ["a", "b", "c"]
+    assert [t.pod for t in live.targets(None, "ns", "r:5000/shop/api:t1")] == ["c"]

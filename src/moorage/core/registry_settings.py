@@ -14,6 +14,10 @@
                                     # namespace before Helm runs (default: <release>-registry)
       values_key: imagePullSecrets  # where the chart takes pull secrets ([{name: ...}]); "" to pass
                                     # none (a ServiceAccount of the chart's carries it)
+      push: true                    # push here and let the nodes pull even when the cluster is local
+                                    # (a kind or local cluster's own registry): only the layers the
+                                    # registry lacks travel, where a load sends the whole image;
+                                    # default false: a local cluster gets its images loaded
 
 Credentials are read from ``.env``, ``.env.<env>`` or the process environment like every secret,
 and go to the Docker engine in its API request and to the cluster in a Secret, never on a command line.
@@ -40,6 +44,7 @@ class RegistryAccess:
     password_key: str = ""
     pull_secret: str = ""
     values_key: str = DEFAULT_PULL_SECRET_VALUES_KEY
+    push: bool = False  # push even to a local cluster (its nodes pull from the registry)
 
     @property
     def env_keys(self) -> tuple[str, ...]:
@@ -51,7 +56,7 @@ def registry(raw: Any, where: str, source: str, root: Path, release: str) -> tup
     if raw is None or isinstance(raw, str):
         return (raw or "").rstrip("/"), RegistryAccess()
     r = Reader(raw, where, source)
-    r.unknown({"url", "ca", "username", "password", "pull_secret", "values_key"})
+    r.unknown({"url", "ca", "username", "password", "pull_secret", "values_key", "push"})
     url = (r.str("url", required=True) or "").rstrip("/")
     ca = r.str("ca")
     ca_path = None
@@ -67,4 +72,12 @@ def registry(raw: Any, where: str, source: str, root: Path, release: str) -> tup
     pull_secret = r.str("pull_secret", f"{release}-registry" if username else "") or ""
     return url, RegistryAccess(ca=ca_path, username_key=username or "", password_key=password or "",
                                pull_secret=pull_secret,
-                               values_key=r.str("values_key", DEFAULT_PULL_SECRET_VALUES_KEY) or "")
+                               values_key=r.str("values_key", DEFAULT_PULL_SECRET_VALUES_KEY) or "",
+                               push=_flag(r, "push"))
+
+
+def _flag(r: Reader, key: str) -> bool:
+    value = r.raw.get(key, False)
+    if not isinstance(value, bool):
+        raise r._bad(key, "true or false", value)
+    return value

@@ -88,6 +88,7 @@ def load(ctx, env=None, dry_run=False):
     ws = artifacts.observe(proj, environment)
     if ws.cluster.kind == "remote":
         artifacts.require_registry(environment, f"deploys to a remote cluster (context {ws.cluster.context or 'none'})")
+    if artifacts.via_registry(ws, environment):  # the nodes pull from the registry
         return _push(out, proj, environment, ws, dry_run)
     artifacts.require_built(ws)
     steps = artifacts.delivery_steps(ws, artifacts.in_cluster(ws))

@@ -70,7 +70,7 @@ def run(project: Project, env: Environment, reporter: Reporter) -> int:
     reporter.step(f"dev.watch: bringing {env.name} up to date")
     summary = deploy.deploy(project, env, deploy.Options(), reporter)
     deploy.print_summary(summary, reporter)
-    session = Session(project, env, reporter, summary.images, baseline)
+    session = Session(project, env, reporter, summary.images, baseline, summary.digests)
     watcher = FileWatcher(project, env)
     interrupted = ""
     with contextlib.ExitStack() as stack:

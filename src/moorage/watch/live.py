@@ -31,12 +31,16 @@ class Target:
     restarts: int
 
 
-def targets(api, namespace: str, ref: str) -> list[Target]:
-    """The running containers in ``namespace`` whose image is ``ref``.
+def targets(api, namespace: str, ref: str, digest: str = "") -> list[Target]:
+    """The running containers in ``namespace`` whose image is ``ref`` (or, pulled from a registry, ``ref``
+    pinned by ``digest``: ``repo:tag@digest`` or ``repo@digest``).
 
     Found by the image alone, not by labels: ``ref`` is a tag only this build has, and a chart may label its
     pods however it likes.
     """
+    names = {normalise_ref(ref)}
+    if digest:
+        names |= {normalise_ref(f"{ref}@{digest}"), normalise_ref(f"{ref.rsplit(':', 1)[0]}@{digest}")}
     found = []
     for pod in kube.list_pods(api, namespace, ""):
         meta, status = pod["metadata"], pod.get("status") or {}
@@ -44,7 +48,7 @@ def targets(api, namespace: str, ref: str) -> list[Target]:
             continue
         running = {c["name"]: c for c in status.get("containerStatuses") or [] if "running" in (c.get("state") or {})}
         for container in pod["spec"]["containers"]:
-            if normalise_ref(container["image"]) == normalise_ref(ref) and container["name"] in running:
+            if normalise_ref(container["image"]) in names and container["name"] in running:
                 found.append(Target(meta["name"], meta["uid"], container["name"],
                                     int(running[container["name"]].get("restartCount") or 0)))
     return sorted(found, key=lambda t: (t.pod, t.container))

@@ -56,10 +56,11 @@ class Session:
     """The state of one watch, and its cycles."""
 
     def __init__(self, project: Project, env: Environment, reporter: Reporter, deployed: dict[str, str],
-                 baseline: dict[str, Snapshot]):
+                 baseline: dict[str, Snapshot], digests: dict[str, str] | None = None):
         self.project, self.env, self.reporter = project, env, reporter
         self.images = {image.name: image for image in project.images}
         self.deployed = dict(deployed)
+        self.digests = dict(digests or {})  # the digests a registry deploy pinned the images to
         self.baseline = dict(baseline)
         self.current = dict(baseline)
         self.synced: dict[str, set[str]] = {name: set() for name in self.images}
@@ -153,7 +154,7 @@ class Session:
         for attempt in Retrying(retry=retry_if_exception(live.pod_gone), stop=stop_after_delay(RETRY_SECONDS),
                                 wait=wait_fixed(0.5), reraise=True):
             with attempt:
-                targets = live.targets(self.api, self.env.namespace, self.deployed[name])
+                targets = live.targets(self.api, self.env.namespace, self.deployed[name], self.digests.get(name, ""))
                 if not targets:
                     raise OperationFailed(f"no running container of image {name} ({self.deployed[name]}): "
                                           "pod not found", "see inv dev.status")
@@ -175,7 +176,7 @@ class Session:
             full = self.drift(name)
             if not full.files or name in self.stale:
                 continue
-            targets = live.targets(self.api, self.env.namespace, self.deployed[name])
+            targets = live.targets(self.api, self.env.namespace, self.deployed[name], self.digests.get(name, ""))
             fresh = [t for t in targets if t.uid not in self.synced[name]]
             if not fresh:
                 continue
@@ -210,10 +211,11 @@ class Session:
         self.chart = chart
         for name in rebuild:
             self.deployed[name] = summary.images[name]
+            self.digests[name] = summary.digests.get(name, "")
             self.baseline[name] = self.current[name] = snaps[name]
             self.synced[name] = set()
             self.stale.discard(name)
-            for target in live.targets(self.api, self.env.namespace, self.deployed[name]):
+            for target in live.targets(self.api, self.env.namespace, self.deployed[name], self.digests.get(name, "")):
                 self.logs.follow(target, from_start=True)
         sent = sum(summary.shipped.values())
         built = f"rebuilt {', '.join(summary.built)} (sent {human_bytes(sent)})" if summary.built else "built nothing"
