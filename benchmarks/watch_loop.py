@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -46,12 +45,12 @@ import yaml  # noqa: E402
 
 from moorage import kube  # noqa: E402
 from moorage.helm import merge  # noqa: E402
+from tests.e2e.reference import DATA_IMAGES, copy_project, data_values  # noqa: E402
 
 INV = str(Path(sys.executable).with_name("inv"))
 NAMESPACE = "moorage-bench-watch"
 MAIN = Path("app/backend/moorage_backend/main.py")
 HEALTHZ = re.compile(r'return \{"status": "ok"(, "bench": "\w+")?\}')
-DATA_IMAGES = {"postgresql": ("local/postgres", "15"), "redis": ("local/redis", "7")}
 SIZE = re.compile(r"\(([\d.]+ (?:B|KiB|MiB|GiB))\)|sent ([\d.]+ (?:B|KiB|MiB|GiB))")
 
 
@@ -69,15 +68,9 @@ def cluster_env() -> dict[str, str]:
 
 
 def make_project(root: Path, context: str) -> None:
-    for name in ("tasks.py", ".dockerignore", *(p.name for p in ROOT.glob("Dockerfile.*"))):
-        if (ROOT / name).is_file():
-            shutil.copy(ROOT / name, root / name)
-    for folder in ("app", "chart"):
-        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (root / "environments").mkdir()
+    copy_project(root)
     dev = yaml.safe_load((ROOT / "environments/dev.yaml").read_text())
-    data = {c: {"image": {"repository": r, "tag": t, "pullPolicy": "Never"}} for c, (r, t) in DATA_IMAGES.items()}
-    (root / "environments/bench.yaml").write_text(yaml.safe_dump(merge(dev, data)))
+    (root / "environments/bench.yaml").write_text(yaml.safe_dump(merge(dev, data_values())))
     config = yaml.safe_load((ROOT / "invoke.yaml").read_text())
     config["moorage"]["environments"] = {"bench": {"namespace": NAMESPACE, "context": context,
                                                    "cluster": "containerd-local", "timeout": 600,

@@ -48,9 +48,10 @@ from .pg import (
 )
 from .targets import (  # noqa: F401
     KubePods,
+    database_pod,
     external_url,
-    pod_selector,
     pod_target,
+    release_database,
     require_database,
     target_for,
 )
@@ -321,7 +322,7 @@ def shell(env: Environment, database_url: str | None) -> int:
     url = database_url_from(database_url)
     if url is None:
         raise UserError(f"an interactive shell in the {env.name} PostgreSQL pod needs a terminal exec",
-                        f"run: kubectl -n {env.namespace} exec -it <postgresql pod> -c postgresql -- psql "
+                        f"run: kubectl -n {env.namespace} exec -it <database pod> -- psql "
                         "-U \"$POSTGRES_USER\", or pass --database-url")
     target = LocalTarget(url)
     check_connection(target)

@@ -234,7 +234,7 @@ def preflight(run: Run) -> None:
                if cluster.release else None)
     run.decided = plan.decide(
         environment=env.name, namespace=env.namespace, context=cluster.context, cluster=ws.cluster.kind,
-        delivery="none" if shared else "push" if run.pins or artifacts.via_registry(ws, env)
+        delivery="none" if shared else "push" if artifacts.via_registry(ws, env)
         else delivery_method(ws.cluster.kind, ws.engine.runtime), images=facts,
         release=release, digest=run.digest, force=options.force, smoke=[c.name for c in env.smoke],
         values_files=[*(_relative(f, project.root) for f in env.values_files), "<generated images>",
@@ -287,13 +287,14 @@ def deliver(run: Run) -> None:
     """Images onto the nodes, or into the registry a remote cluster pulls from (then pinned by digest)."""
     names, ws, env = run.decided.deliver, run.workspace, run.env
     refs = [run.summary.images[n] for n in names]
+    run.summary.shipped = artifacts.deliver_images(ws, run.third_party, reporter=run.reporter)  # onto the nodes
     if artifacts.via_registry(ws, env):  # the images kept (dev.watch) keep their pins
-        run.summary.shipped, pins = artifacts.push_missing(ws, env, run.secrets, refs, reporter=run.reporter)
+        shipped, pins = artifacts.push_missing(ws, env, run.secrets, refs, reporter=run.reporter)
         run.pins = {**{ref: run.pins[ref] for ref in run.options.keep.values() if ref in run.pins}, **pins}
         _layers(run)
     else:
-        steps = artifacts.delivery_steps(ws, run.in_cluster, refs)
-        run.summary.shipped = artifacts.deliver_images(ws, [*steps, *run.third_party], reporter=run.reporter)
+        shipped = artifacts.deliver_images(ws, artifacts.delivery_steps(ws, run.in_cluster, refs), reporter=run.reporter)
+    run.summary.shipped.update(shipped)
     run.summary.delivered = [*names, *(ref for step in run.third_party for ref in step.refs)]
 
 

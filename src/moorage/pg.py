@@ -33,7 +33,6 @@ from typing import IO, Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .core import proc
-from .core.datastore import DEFAULT_CONTAINER
 from .core.errors import CommandFailed, Unreachable, UserError
 
 log = logging.getLogger("moorage.pg")
@@ -445,7 +444,7 @@ class PodTarget:
 
     kind = "pod"
 
-    def __init__(self, kube: PodExec, namespace: str, pod: str, *, container: str = DEFAULT_CONTAINER,
+    def __init__(self, kube: PodExec, namespace: str, pod: str, *, container: str | None = None,
                  database: str | None = None, login: PodLogin = PodLogin()):
         self.kube = kube
         self.namespace = namespace

@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import IO
 
-from . import kube
+from . import helm, kube
 from .connection import connect
 from .core.config import Environment, Project, load_secrets
-from .core.datastore import DEFAULT_COMPONENT
-from .core.errors import ConfigError, Unreachable, UserError
+from .core.errors import ConfigError, MoorageError, Unreachable, UserError
 from .pg import DatabaseUrl, LocalTarget, PodLogin, PodTarget, Target, database_url_from, parse_database_url
 
 
@@ -48,11 +47,55 @@ class KubePods:
         return result.exit_code, result.stderr
 
 
-def pod_selector(project: Project, env: Environment | None = None) -> str:
-    """The label selector of the environment's PostgreSQL pod (``database.selector``, else the release's
-    pod of the default component, :data:`~moorage.core.datastore.DEFAULT_COMPONENT`)."""
-    configured = env.database.selector if env is not None else None
-    return configured or project.selector(DEFAULT_COMPONENT)
+POSTGRES_PORT = 5432
+WORKLOAD_KINDS = ("StatefulSet", "Deployment", "DaemonSet")
+
+
+def _is_postgres(container: dict) -> bool:
+    """A container listening on PostgreSQL's port or running a postgres image (any registry, tag or digest)."""
+    ports = {p.get("containerPort") for p in container.get("ports") or [] if isinstance(p, dict)}
+    name = str(container.get("image") or "").split("@")[0].rsplit("/", 1)[-1].split(":")[0]
+    return POSTGRES_PORT in ports or "postgres" in name
+
+
+def release_database(objects: Sequence[dict], release: str, where: str) -> tuple[str, str]:
+    """(label selector, container) of the one PostgreSQL workload among a release's objects.
+
+    UserError when there is none or more than one (``where`` names the setting that says which).
+    """
+    found = []
+    for obj in objects:
+        spec = obj.get("spec") or {}
+        labels = (spec.get("selector") or {}).get("matchLabels") or {}
+        if obj.get("kind") not in WORKLOAD_KINDS or not labels:
+            continue
+        for container in ((spec.get("template") or {}).get("spec") or {}).get("containers") or []:
+            if _is_postgres(container):
+                selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+                found.append((f"{obj['kind'].lower()}/{obj['metadata']['name']}", selector, container["name"]))
+                break
+    if len(found) == 1:
+        return found[0][1], found[0][2]
+    fix = f"name the database pod in {where}.selector (and .container), or set {where}.kind to external or none"
+    if not found:
+        raise UserError(f"release {release} runs no PostgreSQL that Moorage can tell (no workload with a container "
+                        f"listening on {POSTGRES_PORT} or running a postgres image)", fix)
+    raise UserError(f"release {release} runs several PostgreSQL workloads ({', '.join(f[0] for f in found)})", fix)
+
+
+def database_pod(project: Project, env: Environment, cluster) -> tuple[str, str | None]:
+    """(label selector, container) of the environment's PostgreSQL pod: configured, else found in the release."""
+    db = env.database
+    if db.selector:
+        return db.selector, db.container
+    try:
+        objects = helm.manifest(project.release, env.namespace, cluster.context)
+    except MoorageError:
+        raise Unreachable(f"release {project.release} is not deployed in namespace {env.namespace}, so it has no "
+                          "PostgreSQL pod to find", "deploy the environment first (inv dev.deploy), or name the pod "
+                          f"in moorage.environments.{env.name}.database.selector") from None
+    selector, container = release_database(objects, project.release, f"moorage.environments.{env.name}.database")
+    return selector, db.container or container
 
 
 def pod_target(project: Project, env: Environment) -> PodTarget:
@@ -60,8 +103,8 @@ def pod_target(project: Project, env: Environment) -> PodTarget:
     db = env.database
     cluster = connect(project, env, allow_production=True, read_release=False)
     login = PodLogin(db.user_env, db.database_env, db.password_env, db.superuser, db.superuser_password_env)
-    return PodTarget.discover(KubePods(cluster.api), env.namespace, pod_selector(project, env),
-                              container=db.container, login=login)
+    selector, container = database_pod(project, env, cluster)
+    return PodTarget.discover(KubePods(cluster.api), env.namespace, selector, container=container, login=login)
 
 
 def require_database(env: Environment) -> None:

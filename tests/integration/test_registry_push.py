@@ -146,3 +146,22 @@ def test_doctor_says_whether_the_registry_answers_trusts_and_accepts_the_credent
     checks = {c["name"]: c for c in json.loads(bad.stdout)["checks"]}
     assert not checks["registry"]["ok"] and "refused the credentials" in checks["registry"]["detail"]
     assert bad.returncode != 0 and "nope" not in bad.stdout + bad.stderr
+
+
+def test_a_plain_http_registry_on_loopback_is_spoken_to_over_http_as_the_engine_does(demo, docker_client):  # noqa: F811
+    from tests.fixtures.registry import running_registry
+
+    with running_registry(tls=False) as local:
+        demo.write_config(env_section=f'{{registry: "{local.host}/plain"}}')
+        refs = _refs(demo.build_json())
+        try:
+            first = demo.inv("images.push", check=True)
+            assert "2 image(s) pushed" in first.stderr + first.stdout
+            for ref in refs.values():
+                manifest = local.manifest(*ref.split("/", 1)[1].rsplit(":", 1))
+                assert manifest["config"]["digest"] == docker_client.api.inspect_image(ref)["Id"]
+            again = demo.inv("images.push", check=True)
+            assert "nothing to push" in again.stderr + again.stdout
+        finally:
+            for ref in refs.values():
+                docker_client.api.remove_image(ref, force=True)

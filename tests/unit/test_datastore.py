@@ -18,11 +18,10 @@ def project_with(tmp_path, **dev):
 
 def test_the_defaults_are_the_release_postgresql_pod_and_alembic(tmp_path):
     env = project_with(tmp_path).env("dev")
-    assert env.database.kind == "pod" and env.database.container == "postgresql"
+    # no selector nor container: both are found in the release's manifest (test_db)
+    assert env.database.kind == "pod" and env.database.selector is None and env.database.container is None
     assert env.migrations.kind == "alembic"
     assert env.migrations.workload_ref("shop") == ("deployment", "shop-backend")
-    assert database.pod_selector(project_with(tmp_path), env) == \
-        "app.kubernetes.io/instance=shop,app.kubernetes.io/component=postgresql"
 
 
 def test_a_pod_database_of_a_third_party_chart(tmp_path):
@@ -31,8 +30,8 @@ def test_a_pod_database_of_a_third_party_chart(tmp_path):
         "container": "postgresql", "env": {"database": "POSTGRES_DATABASE"},
         "superuser": {"user": "postgres", "password_env": "POSTGRES_POSTGRES_PASSWORD"}})
     db = project.env("dev").database
-    assert database.pod_selector(project, project.env("dev")) == \
-        "app.kubernetes.io/name=postgresql,app.kubernetes.io/component=primary"
+    assert database.database_pod(project, project.env("dev"), cluster=None) == \
+        ("app.kubernetes.io/name=postgresql,app.kubernetes.io/component=primary", "postgresql")
     assert (db.user_env, db.database_env, db.password_env) == ("POSTGRES_USER", "POSTGRES_DATABASE", "POSTGRES_PASSWORD")
     assert (db.superuser, db.superuser_password_env) == ("postgres", "POSTGRES_POSTGRES_PASSWORD")
 

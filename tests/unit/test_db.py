@@ -55,17 +55,40 @@ class FakePods:
         return 0, ""
 
 
-def test_pod_target_finds_the_release_postgresql_pod_and_runs_tools_through_sh_with_the_pod_credentials(tmp_path):
+def test_pod_target_finds_the_release_postgresql_pod_and_runs_tools_through_sh_with_the_pod_credentials():
+    manifest = [
+        {"kind": "Deployment", "metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "web"}},
+         "template": {"spec": {"containers": [{"name": "web", "image": "shop/web:1", "ports": [{"containerPort": 80}]}]}}}},
+        {"kind": "StatefulSet", "metadata": {"name": "db"}, "spec": {"selector": {"matchLabels": {"tier": "db", "app": "shop"}},
+         "template": {"spec": {"containers": [{"name": "metrics", "image": "exporter:1"},
+                                               {"name": "pg", "image": "mirror.example/lib/postgres:16@sha256:ab"}]}}}},
+    ]
+    selector, container = database.release_database(manifest, "demo", "w")
+    assert (selector, container) == ("app=shop,tier=db", "pg")
     pods = FakePods()
-    target = pg.PodTarget.discover(pods, "demo-dev", database.pod_selector(load_project({"release": "demo"}, tmp_path)))
-    assert pods.calls[0] == ("find", "demo-dev",
-                             "app.kubernetes.io/instance=demo,app.kubernetes.io/component=postgresql")
+    target = pg.PodTarget.discover(pods, "demo-dev", selector, container=container)
+    assert pods.calls[0] == ("find", "demo-dev", "app=shop,tier=db")
     info = pg.database_info(target)
     assert info == {"server_version": "15.4", "alembic_heads": []}
     _, ns, pod, container, command = pods.calls[1]
-    assert (ns, pod, container) == ("demo-dev", "demo-postgresql-0", "postgresql")
+    assert (ns, pod, container) == ("demo-dev", "demo-postgresql-0", "pg")
     assert command[:2] == ["sh", "-c"] and 'PGUSER="${POSTGRES_USER' in command[2] and "POSTGRES_DB" in command[2]
     assert command[4] == "" and command[5] == "psql"  # no database override: the pod's POSTGRES_DB
+
+
+@pytest.mark.parametrize(("containers", "message"), [
+    ([{"name": "web", "image": "nginx:1"}], "release demo runs no PostgreSQL that Moorage can tell"),
+    ([{"name": "a", "image": "postgres:16"}, {"name": "b", "image": "x", "ports": [{"containerPort": 5432}]}],
+     "release demo runs several PostgreSQL workloads (statefulset/a, statefulset/b)"),
+])
+def test_a_release_without_one_postgresql_workload_asks_for_the_selector(containers, message):
+    manifest = [{"kind": "StatefulSet", "metadata": {"name": c["name"]}, "spec": {
+        "selector": {"matchLabels": {"app": c["name"]}}, "template": {"spec": {"containers": [c]}}}}
+        for c in containers]
+    with pytest.raises(UserError) as caught:
+        database.release_database(manifest, "demo", "moorage.environments.dev.database")
+    assert message in caught.value.message
+    assert "moorage.environments.dev.database.selector" in caught.value.hint
 
 
 def test_pod_command_passes_the_database_as_an_argument_not_inside_the_script():

@@ -17,6 +17,7 @@ auth). A loopback registry without TLS is spoken to over HTTP, as the engine doe
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -164,7 +165,7 @@ class Registry:
         scheme, _, params = header.partition(" ")
         basic = (self.credentials.username, self.credentials.password)
         if scheme.lower() == "basic":
-            value = requests.auth._basic_auth_str(*basic)
+            value = "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
         elif scheme.lower() == "bearer":
             fields = dict(_CHALLENGE.findall(params))
             try:

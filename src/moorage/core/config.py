@@ -175,11 +175,6 @@ class Project:
         raise ConfigError(f"unknown image '{name}' (known: {known})",
                           f"use one of the names under moorage.images in {CONFIG_FILE}")
 
-    def selector(self, component: str | None = None) -> str:
-        """The label selector of the release's objects (optionally one component's)."""
-        selector = f"app.kubernetes.io/instance={self.release}"
-        return f"{selector},app.kubernetes.io/component={component}" if component else selector
-
     def service_name(self, name: str) -> str:
         """The full name of the release's Service ``name`` (``service_name`` template of the config)."""
         return self.service_template.format(release=self.release, name=name)

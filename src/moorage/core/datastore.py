@@ -3,8 +3,8 @@
 ``moorage.environments.<env>.database``::
 
     kind: pod            # the default: a PostgreSQL pod of the release, reached through the exec API
-    selector: app=postgres,tier=database   # default: the release's app.kubernetes.io/component=postgresql pod
-    container: postgres                    # default: postgresql
+    selector: app=postgres,tier=database   # default: found in the release (below)
+    container: postgres                    # default: the one found with it; with a selector, the pod's default
     env: {user: POSTGRES_USER, database: POSTGRES_DB, password: POSTGRES_PASSWORD}  # names in the container
     superuser: {user: postgres, password_env: POSTGRES_POSTGRES_PASSWORD}  # optional, for restores
 
@@ -28,6 +28,11 @@
 
     kind: none           # the schema comes from elsewhere (init scripts, the app at start)
 
+Without a ``selector``, the pod is found in the release's own manifest (``helm get manifest``): the
+StatefulSet, Deployment or DaemonSet whose pod template has a container listening on 5432 or running a
+``postgres`` image; its selector's labels and that container are used. Nothing is assumed about the
+chart's names or labels; a release with none, or with several, is one line asking for ``selector``.
+
 Names of variables inside a container are interpolated into a shell line there, so they must be
 plain identifiers; that is checked here.
 """
@@ -49,8 +54,6 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: What an environment that does not say gets: the names a chart made by ``helm create`` and the
 #: Kubernetes recommended labels lead to (the reference chart follows them). They live here, with
 #: the settings that override them, and nowhere else in the library.
-DEFAULT_COMPONENT = "postgresql"  # the database pod: app.kubernetes.io/instance=<release>,component=<this>
-DEFAULT_CONTAINER = "postgresql"  # its container
 DEFAULT_WORKLOAD = "deployment/{release}-backend"  # whose image and pod template a migration Job copies
 _SELECTOR_RE = re.compile(r"^[A-Za-z0-9_./-]+(!?=|==)[A-Za-z0-9_.-]*(,[A-Za-z0-9_./-]+(!?=|==)[A-Za-z0-9_.-]*)*$")
 
@@ -60,8 +63,8 @@ class Database:
     """Where an environment's PostgreSQL is (see the module docstring)."""
 
     kind: str = "pod"
-    selector: str | None = None  # None: the release's pod of component DEFAULT_COMPONENT
-    container: str = DEFAULT_CONTAINER
+    selector: str | None = None  # None: the release's PostgreSQL workload, found in its manifest
+    container: str | None = None  # None: the container found with it (with a selector: the pod's default)
     user_env: str = "POSTGRES_USER"
     database_env: str = "POSTGRES_DB"
     password_env: str = "POSTGRES_PASSWORD"
@@ -116,7 +119,7 @@ def database(raw: Any, where: str, source: str) -> Database:
         super_password = _env_name(s, "password_env", None)
     return Database(
         kind, selector=selector.replace(" ", "") if selector else None,
-        container=r.str("container", DEFAULT_CONTAINER, required=True),
+        container=r.str("container"),
         user_env=_env_name(env, "user", "POSTGRES_USER"),
         database_env=_env_name(env, "database", "POSTGRES_DB"),
         password_env=_env_name(env, "password", "POSTGRES_PASSWORD"),

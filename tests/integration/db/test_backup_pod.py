@@ -17,14 +17,16 @@ import pytest
 
 from moorage import backup as bk
 from moorage import kube
-from moorage.core.config import load_project
-from moorage.database import KubePods, pod_selector
+from moorage.database import KubePods
 from moorage.pg import PodTarget
 from tests.fixtures.kubeapi import kubeapi, load_object  # noqa: F401 - fixture
 
 from .conftest import fingerprint, seed
 
 pytestmark = pytest.mark.postgres
+
+
+POSTGRESQL_POD_SELECTOR = "app.kubernetes.io/instance=demo,app.kubernetes.io/component=postgresql"
 
 
 def postgresql_pod():
@@ -69,7 +71,7 @@ def test_backup_and_restore_through_the_pod_exec_stream(pg, database, kubeapi, t
     kubeapi.apply(postgresql_pod())
     kubeapi.exec_handler = container(pg, database)
     api = kube.client(kubeapi.context, kubeapi.kubeconfig)
-    target = PodTarget.discover(KubePods(api), "demo-dev", pod_selector(load_project({"release": "demo"}, tmp_path)))
+    target = PodTarget.discover(KubePods(api), "demo-dev", POSTGRESQL_POD_SELECTOR, container="postgresql")
     assert target.pod == "demo-postgresql-0" and target.database == database
 
     taken = bk.create_backup(target, tmp_path / "dev", environment="dev")

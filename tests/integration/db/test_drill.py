@@ -16,14 +16,13 @@ import yaml
 from moorage import backup as bk
 from moorage import kube
 from moorage.backup.drill import DrillCheck, drill_backup, drill_database_name
-from moorage.core.config import load_project
 from moorage.core.errors import UserError
-from moorage.database import KubePods, pod_selector
+from moorage.database import KubePods
 from moorage.pg import LocalTarget, PodTarget, parse_database_url
 from tests.fixtures.kubeapi import kubeapi  # noqa: F401 - fixture
 
 from .conftest import inv, seed
-from .test_backup_pod import container, postgresql_pod
+from .test_backup_pod import POSTGRESQL_POD_SELECTOR, container, postgresql_pod
 
 pytestmark = pytest.mark.postgres
 
@@ -207,7 +206,7 @@ def test_a_drill_through_the_pod_exec_stream_passes_and_drops_its_database(pg, d
     kubeapi.apply(postgresql_pod())
     kubeapi.exec_handler = container(pg, database)
     api = kube.client(kubeapi.context, kubeapi.kubeconfig)
-    target = PodTarget.discover(KubePods(api), "demo-dev", pod_selector(load_project({"release": "demo"}, tmp_path)))
+    target = PodTarget.discover(KubePods(api), "demo-dev", POSTGRESQL_POD_SELECTOR, container="postgresql")
     taken = bk.create_backup(target, tmp_path / "dev", environment="dev")
 
     result = drill_backup(target, taken, checks=[DrillCheck("orders", "SELECT count(*) = 60000 FROM orders")])
