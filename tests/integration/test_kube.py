@@ -195,6 +195,24 @@ def test_port_forward_to_a_service_reaches_the_pod_port_behind_it(kubeapi, api, 
     assert kubeapi.requested(f"/pods/{POD}/portforward")
 
 
+def test_a_service_forward_closed_with_connections_in_flight_leaves_no_connection_thread(kubeapi, api,  # noqa: F811
+                                                                                        http_backend):
+    """dev.watch's forwards: closing waits for the connections' threads, so none is still opening a stream
+    while the process exits (the client's temporary CA file is removed then)."""
+    import socket
+
+    from moorage.kube.liveforward import service_forward
+
+    kubeapi.forward_port(NS, POD, 8000, http_backend)
+    with service_forward(api, NS, "backend", 80) as port:
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(5)]
+        for client in clients:
+            client.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+    for client in clients:
+        client.close()
+    assert [t.name for t in threading.enumerate() if t.name.startswith("forward ")] == []
+
+
 def test_service_target_skips_pods_that_are_not_ready(kubeapi, api):  # noqa: F811
     kubeapi.apply(merge(load_object("pod"), {"metadata": {"name": "backend-aaa"}, "status": {"phase": "Pending"}}))
     assert kube.resolve_service_target(api, NS, "backend", "http") == (POD, 8000)

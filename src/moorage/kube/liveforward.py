@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 from .portforward import _listen, _serve_connection, resolve_service_target
@@ -25,8 +26,13 @@ def service_forward(api, namespace: str, service: str, port: int | str, *, local
     bound = listener.getsockname()[1]
     stop = threading.Event()
     live: set[socket.socket] = set()
+    serving: list[threading.Thread] = []
 
     def serve(conn: socket.socket) -> None:
+        if stop.is_set():  # accepted as the forward closed: nothing to serve it with
+            live.discard(conn)
+            conn.close()
+            return
         try:
             pod, target = resolve_service_target(api, namespace, service, port)
         except Exception as exc:  # noqa: BLE001 - no ready pod now: this connection ends, the forward stays
@@ -43,7 +49,9 @@ def service_forward(api, namespace: str, service: str, port: int | str, *, local
             except OSError:
                 return
             live.add(conn)
-            threading.Thread(target=serve, args=(conn,), name=f"forward svc/{service}:{port}", daemon=True).start()
+            worker = threading.Thread(target=serve, args=(conn,), name=f"forward svc/{service}:{port}", daemon=True)
+            serving.append(worker)
+            worker.start()
 
     thread = threading.Thread(target=accept, name=f"forward accept :{bound}", daemon=True)
     thread.start()
@@ -58,3 +66,8 @@ def service_forward(api, namespace: str, service: str, port: int | str, *, local
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
         thread.join(timeout=2)
+        # the connections' threads end with their sockets; wait for them, so that none is still opening a
+        # stream to the API while the process exits (the client's temporary CA file is gone by then)
+        deadline = time.monotonic() + 5
+        for worker in serving:
+            worker.join(timeout=max(deadline - time.monotonic(), 0))
