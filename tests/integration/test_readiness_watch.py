@@ -82,6 +82,35 @@ def test_crashloop_of_a_pod_from_the_old_replicaset_does_not_fail_the_rollout(ku
     assert wait_for(api, [BACKEND], timeout=10).verdict == Verdict.READY
 
 
+def unscheduled(kubeapi) -> dict:  # noqa: F811
+    """Revision 2 applied, its one pod Unschedulable (a full node)."""
+    deploy = kubeapi.apply(load_object("deployment"))
+    kubeapi.apply_all(load_objects("replicaset"))
+    kubeapi.apply(broken_pod("unschedulable"))
+    return deploy
+
+
+def test_a_pod_unschedulable_for_a_moment_does_not_fail_the_rollout(kubeapi, api):  # noqa: F811
+    deploy = unscheduled(kubeapi)
+    placed = merge(load_object("pod"), {"metadata": {"name": "backend-6d9c7b8f5d-k8j7h"}})
+    seen: list[str] = []
+    kubeapi.play([placed, *rollout(deploy)], when_watched="pods", delay=0.3)
+    result = wait_for(api, [BACKEND], timeout=10, on_change=lambda s: seen.append(s.message))
+    assert result.verdict == Verdict.READY
+    assert any("Unschedulable: 0/1 nodes are available: 1 Insufficient memory" in m
+               and "waiting 10s for the scheduler to place it" in m for m in seen)
+
+
+def test_a_pod_that_stays_unschedulable_fails_the_wait_when_its_grace_ends(kubeapi, api, monkeypatch):  # noqa: F811
+    unscheduled(kubeapi)
+    monkeypatch.setattr(readiness_wait, "UNSCHEDULABLE_GRACE", 0.5)
+    result = wait_for(api, [BACKEND], timeout=10)
+    assert result.verdict == Verdict.FAILED
+    assert 0.5 <= result.elapsed < 5
+    assert result.reason.startswith("deployment/backend: failed pod backend-6d9c7b8f5d-k8j7h: Unschedulable: 0/1 nodes")
+    assert [(p.pod, p.reason) for p in result.problems] == [("backend-6d9c7b8f5d-k8j7h", "Unschedulable")]
+
+
 def test_job_past_its_backoff_limit_fails_the_wait(kubeapi, api):  # noqa: F811
     job = kubeapi.apply(load_object("job"))
     failed = next(d for d in load_objects("job-statuses") if d["state"] == "failed")

@@ -22,6 +22,7 @@ from moorage.readiness.rules import (
     selector_matches,
     statefulset_state,
 )
+from moorage.readiness.watch import InformerCache
 from tests.fixtures.kubeapi import load_object, load_objects, merge
 
 
@@ -119,11 +120,59 @@ def test_broken_pod_is_reported_with_container_and_reason(state, reason, contain
     assert problem.pod.startswith("backend-6d9c7b8f5d-")
 
 
-def test_a_pod_waiting_for_its_claims_to_be_bound_waits_and_says_so():
-    pod = pod_in("unbound-claims")
+@pytest.mark.parametrize(("state", "name"), [("unbound-claims", "backend-6d9c7b8f5d-v0l7m"),
+                                           ("volume-not-seen", "backend-6d9c7b8f5d-b3n8d")])
+def test_a_pod_whose_volumes_are_on_their_way_waits_and_says_so(state, name):
+    pod = pod_in(state)
     assert pod_problem(pod) is None
-    assert pod_waiting(pod) == "pod backend-6d9c7b8f5d-v0l7m waits for its PersistentVolumeClaims to be bound"
+    assert pod_waiting(pod) == f"pod {name} waits for its PersistentVolumeClaims to be bound"
     assert pod_waiting(pod_in("unschedulable")) == ""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cache_with(pod: dict, grace: float, clock: Clock) -> tuple[InformerCache, Resource]:
+    """A cache that has listed the backend Deployment (progressing) and ``pod`` of its new ReplicaSet."""
+    cache = InformerCache(grace=grace, clock=clock)
+    deploy = load_object("deployment")
+    cache.apply(("sync", "Deployment", "shop", [deploy]))
+    cache.apply(("sync", "ReplicaSet", "shop", load_objects("replicaset")))
+    cache.apply(("sync", "Pod", "shop", [pod]))
+    return cache, Resource("Deployment", deploy["metadata"]["name"], "shop")
+
+
+def test_an_unschedulable_pod_fails_its_workload_only_once_its_grace_is_over():
+    clock = Clock()
+    cache, backend = cache_with(pod_in("unschedulable"), 10.0, clock)
+    held = cache.state(backend)
+    assert held.state == State.PROGRESSING
+    assert "Unschedulable: 0/1 nodes are available: 1 Insufficient memory" in held.message
+    assert cache.recheck_in() == 10.0
+    clock.now += 9.5
+    assert cache.state(backend).state == State.PROGRESSING
+    assert cache.recheck_in() == 0.5
+    clock.now += 0.5
+    failed = cache.state(backend)
+    assert failed.state == State.FAILED
+    assert (failed.problem.reason, failed.problem.pod) == ("Unschedulable", "backend-6d9c7b8f5d-k8j7h")
+    assert cache.recheck_in() is None
+
+
+def test_a_pod_scheduled_within_its_grace_is_forgotten_and_without_grace_unschedulable_fails_at_once():
+    clock = Clock()
+    cache, backend = cache_with(pod_in("unschedulable"), 10.0, clock)
+    assert cache.state(backend).state == State.PROGRESSING
+    cache.apply(("sync", "Pod", "shop", [pod_in("crashloop")]))
+    assert cache.state(backend).state == State.FAILED
+    assert cache.unschedulable == {} and cache.recheck_in() is None
+    at_once, backend = cache_with(pod_in("unschedulable"), 0.0, clock)
+    assert at_once.state(backend).state == State.FAILED
 
 
 def test_crashloop_problem_names_pod_container_and_message():

@@ -25,9 +25,13 @@ for Deployments only pods of the newest ReplicaSet, see :func:`owns`) fail the
 wait at once on ImagePullBackOff, ErrImagePull, ErrImageNeverPull,
 InvalidImageName, CrashLoopBackOff, CreateContainerConfigError,
 CreateContainerError, Unschedulable and OOMKilled (:func:`pod_problem`). A pod
-unschedulable only because its claims are not bound yet is waiting, not failing:
-a dynamic provisioner is making their volumes (:func:`pod_waiting` says so); if
-none ever comes, the timeout names it.
+unschedulable only because its claims' volumes are on their way is waiting, not
+failing: a dynamic provisioner is making them, or the scheduler has not yet seen
+the volume a claim was just bound to (:func:`pod_waiting` says so); if none ever
+comes, the timeout names it. The wait gives any other Unschedulable a grace
+before failing on it (:data:`~.watch.UNSCHEDULABLE_GRACE`): the scheduler's view
+lags the cluster's by moments (a node still not ready, a terminating pod still
+holding its CPU), and it retries as soon as that changes.
 
 :func:`resources_in` picks the resources to wait for out of a release's
 objects (the rendered manifest); hooks are not waited for.
@@ -48,7 +52,9 @@ ALIASES = {"deploy": "Deployment", "sts": "StatefulSet", "ds": "DaemonSet", "pvc
 POD_WAITING_FAILURES = ("ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull", "InvalidImageName",
                         "CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError")
 REVISION = "deployment.kubernetes.io/revision"
-UNBOUND_CLAIMS = "unbound immediate PersistentVolumeClaims"  # the scheduler's words while volumes are provisioned
+# The scheduler's words while a pod's volumes are on their way: claims not bound yet (a provisioner is
+# making their volumes), or bound to a volume its cache has not seen yet.
+VOLUMES_ON_THEIR_WAY = ("unbound immediate PersistentVolumeClaims", "bound to non-existent pv")
 
 
 class State(StrEnum):
@@ -247,7 +253,8 @@ def pod_problem(pod: dict[str, Any]) -> PodProblem | None:
 def pod_waiting(pod: dict[str, Any]) -> str:
     """What an unscheduled pod waits for that is on its way (its claims' volumes), or ""."""
     scheduled = _condition(pod, "PodScheduled")
-    if scheduled and scheduled.get("status") == "False" and UNBOUND_CLAIMS in (scheduled.get("message") or ""):
+    message = (scheduled or {}).get("message") or ""
+    if scheduled and scheduled.get("status") == "False" and any(words in message for words in VOLUMES_ON_THEIR_WAY):
         return f"pod {pod['metadata']['name']} waits for its PersistentVolumeClaims to be bound"
     return ""
 

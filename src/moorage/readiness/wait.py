@@ -2,7 +2,9 @@
 
 :func:`wait_for` opens one watch per kind per namespace (plus one on the pods,
 and on the ReplicaSets when Deployments are involved) and decides after every
-event, so the verdict follows the last change by milliseconds (no polling).
+event, so the verdict follows the last change by milliseconds (no polling); it
+also looks again when the grace of an unschedulable pod ends (the one verdict
+that comes from time, not from an event).
 A workload that is already ready is not failed by a pod (an old pod going
 away, a later restart): readiness is about the rollout. :func:`snapshot` is
 the same decision from one list per kind, for status displays.
@@ -24,7 +26,7 @@ from typing import Any
 
 from .. import kube
 from .rules import PodProblem, Resource, ResourceState, State, Verdict
-from .watch import JOIN_SECONDS, InformerCache, Watcher, list_objects, watch_keys
+from .watch import JOIN_SECONDS, UNSCHEDULABLE_GRACE, InformerCache, Watcher, list_objects, watch_keys
 
 OUTAGE_TICK = 1.0  # seconds between two reports of an outage in progress
 
@@ -123,7 +125,7 @@ class _Wait:
                  on_outage: Callable[[ApiOutage], Any] | None = None):
         self.api, self.resources, self.states, self.on_change = api, resources, states, on_change
         self.on_outage = on_outage
-        self.cache = InformerCache()
+        self.cache = InformerCache(grace=UNSCHEDULABLE_GRACE)
         self.trouble = ""
         self.cut_off: set[tuple[str, str]] = set()  # the watches that cannot reach the API server
         self.outage_since: float | None = None
@@ -133,13 +135,15 @@ class _Wait:
         deadline = start + timeout
         while (left := deadline - time.monotonic()) > 0:
             ticking = self.outage_since is not None
+            recheck = self.cache.recheck_in()
             try:
-                batch = [events.get(timeout=min(left, OUTAGE_TICK) if ticking else left)]
+                batch = [events.get(timeout=min(left, OUTAGE_TICK if ticking else left, recheck or left))]
             except queue.Empty:
                 if ticking:
                     self._outage()
-                    continue
-                break
+                if not ticking and recheck is None:
+                    break
+                batch = []
             with contextlib.suppress(queue.Empty):
                 while True:
                     batch.append(events.get_nowait())

@@ -20,7 +20,8 @@ import logging
 import queue
 import socket
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import kube
@@ -31,6 +32,10 @@ log = logging.getLogger("moorage.readiness")
 WATCH_SECONDS = 300  # server-side timeout of one watch request; the stream is then resumed
 RECONNECT_MAX = 2.0
 JOIN_SECONDS = 5.0
+# How long a pod may stay Unschedulable before the wait fails on it. The scheduler retries as soon as
+# the cluster changes (a node turns ready, a terminating pod frees its CPU), so what outlasts this is
+# not a lag of its view; the first deploy on a full node fails in seconds, not at the timeout.
+UNSCHEDULABLE_GRACE = 10.0
 
 # kind -> (client API class, list method, apiVersion)
 LISTERS: dict[str, tuple[str, str, str]] = {
@@ -192,11 +197,32 @@ class Watcher(threading.Thread):
 
 
 class InformerCache:
-    """What the watches have told so far (the objects by kind and namespace), and the states derived from it."""
+    """What the watches have told so far (the objects by kind and namespace), and the states derived from it.
 
-    def __init__(self) -> None:
+    A pod Unschedulable for less than ``grace`` seconds (by ``clock``, since the
+    cache first saw it so) keeps its workload progressing; :meth:`recheck_in`
+    says when the first of those graces ends, for the wait to look again.
+    """
+
+    def __init__(self, grace: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.objects: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self.synced: set[tuple[str, str]] = set()
+        self.grace, self.clock = grace, clock
+        self.unschedulable: dict[str, float] = {}  # pod uid (else name) -> when first seen unschedulable
+
+    def recheck_in(self) -> float | None:
+        """Seconds until the grace of a pod still unschedulable ends, or None."""
+        now = self.clock()
+        ends = [since + self.grace - now for since in self.unschedulable.values() if since + self.grace > now]
+        return min(ends) if ends else None
+
+    def _held(self, pod: dict[str, Any], problem) -> bool:
+        """Whether ``problem`` of ``pod`` is an Unschedulable still within its grace."""
+        key = pod["metadata"].get("uid") or pod["metadata"]["name"]
+        if problem is None or problem.reason != "Unschedulable":
+            self.unschedulable.pop(key, None)
+            return False
+        return self.clock() - self.unschedulable.setdefault(key, self.clock()) < self.grace
 
     def apply(self, message: tuple) -> None:
         tag, kind, ns = message[:3]
@@ -233,10 +259,12 @@ class InformerCache:
         # Until the ReplicaSets are known, a pod of the old one cannot be told from the new one.
         if state in (State.PENDING, State.PROGRESSING) and res.kind != "PersistentVolumeClaim" and \
                 (res.kind != "Deployment" or ("ReplicaSet", res.namespace) in self.synced):
-            pods = self.pods_of(res, obj)
+            pods, held = self.pods_of(res, obj), []
             for pod in pods:
                 problem = pod_problem(pod)
-                if problem:
+                if self._held(pod, problem):
+                    held.append(f"{problem} (waiting {self.grace:g}s for the scheduler to place it)")
+                elif problem:
                     return ResourceState(res, State.FAILED, str(problem), problem)
-            message = "; ".join(filter(None, [message, *map(pod_waiting, pods)]))
+            message = "; ".join(filter(None, [message, *map(pod_waiting, pods), *held]))
         return ResourceState(res, state, message)
