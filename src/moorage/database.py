@@ -33,8 +33,8 @@ from . import backup, migrations
 from .backup.drill import DrillCheck, DrillResult, drill_backup
 from .backup.remote import BackupVolume, merged
 from .connection import connect
-from .core import lock
-from .core.config import DEFAULT_ALEMBIC_INI, Environment, Project
+from .core import files, lock
+from .core.config import ALEMBIC_INI, Environment, Project
 from .core.errors import MoorageError, OperationFailed, UserError
 from .core.report import Reporter
 from .migration_job import run_migration_job
@@ -50,6 +50,7 @@ from .targets import (  # noqa: F401
     KubePods,
     database_pod,
     external_url,
+    migration_workload,
     pod_target,
     release_database,
     require_database,
@@ -68,7 +69,7 @@ class DbSettings:
     """invoke config ``db.*``: where the Alembic configuration is, and how the in-cluster Job migrates."""
 
     alembic_ini: str | None = None
-    backend_deployment: str | None = None  # default: <release>-backend
+    backend_deployment: str | None = None  # a Deployment's name; default: found (moorage.targets)
     job_command: tuple[str, ...] | None = None  # default: alembic
     alembic_timeout: float = ALEMBIC_TIMEOUT
 
@@ -82,8 +83,18 @@ class DbSettings:
 
 
 def alembic_ini_path(project: Project, *choices: str | Path | None) -> Path:
-    """The first given of ``choices`` (flag, then config), else the default; relative to the project."""
-    path = Path(next((c for c in choices if c), DEFAULT_ALEMBIC_INI))
+    """The first given of ``choices`` (flag, then config), else the project's one ``alembic.ini``
+    (none: ``alembic.ini`` at the root, where ``alembic init`` puts it); relative to the project."""
+    chosen = next((c for c in choices if c), None)
+    if chosen is None:
+        found = files.named(project.root, ALEMBIC_INI)
+        if len(found) > 1:
+            raise UserError(f"the project holds several {ALEMBIC_INI} files ({', '.join(found)}), and the "
+                            "configuration does not say which one is the app's",
+                            "name it in moorage.environments.<env>.migrations.alembic_ini (or invoke config "
+                            "db.alembic_ini), or pass --alembic-ini")
+        chosen = found[0] if found else ALEMBIC_INI
+    path = Path(chosen)
     return path if path.is_absolute() else project.root / path
 
 
@@ -94,12 +105,12 @@ def env_alembic_ini(project: Project, env: Environment, flag: str | Path | None 
     return alembic_ini_path(project, flag, env.migrations.alembic_ini, settings.alembic_ini)
 
 
-def workload_of(project: Project, env: Environment, settings: DbSettings) -> tuple[str, str]:
-    """(kind, name) of the workload a migration Job copies: ``migrations.workload``, then invoke config
-    ``db.backend_deployment``, then ``deployment/<release>-backend``."""
+def workload_of(env: Environment, settings: DbSettings) -> tuple[str, str] | None:
+    """(kind, name) of the configured workload a migration Job copies: ``migrations.workload``, then invoke
+    config ``db.backend_deployment``; None: the release's, found when the Job is made."""
     if env.migrations.workload is None and settings.backend_deployment:
         return "deployment", settings.backend_deployment
-    return env.migrations.workload_ref(project.release)
+    return env.migrations.workload_ref()
 
 
 def require_alembic(env: Environment, task: str) -> None:
@@ -116,16 +127,25 @@ def require_alembic(env: Environment, task: str) -> None:
 
 
 def run_migrations_in_cluster(project: Project, env: Environment, command: Sequence[str], settings: DbSettings,
-                              reporter: Reporter, *, dry_run: bool = False,
-                              collect: list[str] | None = None) -> str | None:
-    """``command`` as a Job from the migration workload (its image, env and secrets); the Job's name."""
-    kind, name = workload_of(project, env, settings)
-    reporter.step(f"in-cluster: a Job from {kind} {env.namespace}/{name} (its image, env and "
-                  f"secrets) runs: {' '.join(command)}")
+                              reporter: Reporter, *, dry_run: bool = False, collect: list[str] | None = None,
+                              alembic_ini: Path | None = None) -> str | None:
+    """``command`` as a Job from the migration workload (its image, env and secrets); the Job's name.
+
+    Without a configured workload, the release's that runs the image holding the Alembic scripts
+    (``alembic_ini``, the flag; else the environment's) is found in its manifest.
+    """
+    workload = workload_of(env, settings)
     if dry_run:
+        what = (f"{workload[0]} {env.namespace}/{workload[1]}" if workload else
+                "the release's workload that runs the image holding the Alembic scripts")
+        reporter.step(f"in-cluster: a Job from {what} (its image, env and secrets) would run: {' '.join(command)}")
         reporter.line("dry run: nothing was created")
         return None
     cluster = connect(project, env, allow_production=True, read_release=False)
+    kind, name = workload or migration_workload(project, env, env_alembic_ini(project, env, alembic_ini, settings),
+                                                cluster)
+    reporter.step(f"in-cluster: a Job from {kind} {env.namespace}/{name} (its image, env and "
+                  f"secrets) runs: {' '.join(command)}")
     return run_migration_job(cluster.api, env.namespace, project.release, env.name, (kind, name), command, reporter,
                              timeout=env.timeout, collect=collect)
 
@@ -220,7 +240,8 @@ def migrate(project: Project, env: Environment, revision: str, reporter: Reporte
         if not dry_run:
             _confirm(env, confirm, question)
         with contextlib.nullcontext() if dry_run else database_lock(project, env, None, "db.migrate"):
-            run_migrations_in_cluster(project, env, command, settings, reporter, dry_run=dry_run)
+            run_migrations_in_cluster(project, env, command, settings, reporter, dry_run=dry_run,
+                                      alembic_ini=alembic_ini)
         return
     target = LocalTarget(url)
     ini = env_alembic_ini(project, env, alembic_ini, settings)
@@ -249,7 +270,8 @@ def status(project: Project, env: Environment, database_url: str | None, alembic
     ini = env_alembic_ini(project, env, alembic_ini, settings)
     if ini.is_file():
         return target, migrations.migration_status(ini, current)
-    return target, migrations.status_of(history_in_image(project, env, settings, reporter or Reporter()), current)
+    return target, migrations.status_of(history_in_image(project, env, settings, reporter or Reporter(), ini),
+                                        current)
 
 
 def history(project: Project, env: Environment, database_url: str | None, alembic_ini: Path | None = None,
@@ -261,14 +283,16 @@ def history(project: Project, env: Environment, database_url: str | None, alembi
     ini = env_alembic_ini(project, env, alembic_ini, settings)
     if ini.is_file():
         return migrations.revisions(ini), current
-    return history_in_image(project, env, settings, reporter or Reporter()), current
+    return history_in_image(project, env, settings, reporter or Reporter(), ini), current
 
 
-def history_in_image(project: Project, env: Environment, settings: DbSettings, reporter: Reporter) -> list[Migration]:
+def history_in_image(project: Project, env: Environment, settings: DbSettings, reporter: Reporter,
+                     ini: Path | None = None) -> list[Migration]:
     """``alembic history`` run in a Job from the migration workload: the scripts the deployed image holds."""
     lines: list[str] = []
     reporter.line("the Alembic scripts are not in this checkout: reading them in the deployed image")
-    run_migrations_in_cluster(project, env, _alembic_job(settings, "history"), settings, reporter, collect=lines)
+    run_migrations_in_cluster(project, env, _alembic_job(settings, "history"), settings, reporter, collect=lines,
+                              alembic_ini=ini)
     found = migrations.parse_history(lines)
     if not found:
         raise OperationFailed("alembic history in the deployed image printed no revision",
@@ -313,7 +337,8 @@ def downgrade(project: Project, env: Environment, revision: str, reporter: Repor
                                        "downgrade", revision, on_line=reporter.line, timeout=settings.alembic_timeout,
                                        log_dir=_log_dir(project))
         else:
-            run_migrations_in_cluster(project, env, _alembic_job(settings, "downgrade", revision), settings, reporter)
+            run_migrations_in_cluster(project, env, _alembic_job(settings, "downgrade", revision), settings, reporter,
+                                      alembic_ini=alembic_ini)
     reporter.ok(f"database downgraded to {revision}; restore with: inv backup.restore {taken.name}")
 
 

@@ -5,6 +5,8 @@
   selector and reached through :class:`KubePods`, the Kubernetes side of ``pg.PodExec``, logging in with
   the configured variable names or superuser).
 - :func:`require_database`: the one line for an environment that declares none.
+- :func:`migration_workload`: the release's workload a migration Job copies when none is configured:
+  the one running the image whose build context holds ``alembic.ini`` (found in the release's manifest).
 
 Orchestration floor, beside ``connection``.
 """
@@ -12,12 +14,14 @@ Orchestration floor, beside ``connection``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import IO
 
 from . import helm, kube
 from .connection import connect
-from .core.config import Environment, Project, load_secrets
+from .core.config import Environment, Image, Project, load_secrets
 from .core.errors import ConfigError, MoorageError, Unreachable, UserError
+from .images.tags import repository
 from .pg import DatabaseUrl, LocalTarget, PodLogin, PodTarget, Target, database_url_from, parse_database_url
 
 
@@ -83,19 +87,70 @@ def release_database(objects: Sequence[dict], release: str, where: str) -> tuple
     raise UserError(f"release {release} runs several PostgreSQL workloads ({', '.join(f[0] for f in found)})", fix)
 
 
+def repository_of(ref: str) -> str:
+    """An image reference without its digest and tag: ``reg:5000/shop/api:1.2@sha256:...`` → ``reg:5000/shop/api``."""
+    ref = ref.split("@")[0]
+    head, _, last = ref.rpartition("/")
+    return f"{head}/{last.split(':')[0]}" if head else last.split(":")[0]
+
+
+def release_workload_running(objects: Sequence[dict], repository: str, release: str, where: str) -> tuple[str, str]:
+    """(kind, name) of the release's workload whose containers run ``repository``, for a migration Job to copy.
+
+    Several (a web server and a worker of one image are common): a Deployment
+    first, then by name; the Job takes the image and config they share. None:
+    UserError (``where`` names the setting that says which).
+    """
+    found = sorted((obj["kind"] != "Deployment", obj["kind"].lower(), obj["metadata"]["name"]) for obj in objects
+                   if obj.get("kind") in WORKLOAD_KINDS and any(
+                       repository_of(str(c.get("image") or "")) == repository
+                       for c in (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers")
+                       or []))
+    if not found:
+        raise UserError(f"no workload of release {release} runs image {repository}, the one that holds the "
+                        "Alembic scripts, so there is nothing for a migration Job to copy",
+                        f"name it in {where}.workload (e.g. deployment/api), or deploy first")
+    return found[0][1], found[0][2]
+
+
+def _release_objects(project: Project, env: Environment, cluster, what: str, setting: str) -> list[dict]:
+    """The objects of the deployed release (its manifest); Unreachable naming ``what`` was looked for."""
+    try:
+        return helm.manifest(project.release, env.namespace, cluster.context)
+    except MoorageError:
+        raise Unreachable(f"release {project.release} is not deployed in namespace {env.namespace}, so it has no "
+                          f"{what} to find", f"deploy the environment first (inv dev.deploy), or name it in "
+                          f"moorage.environments.{env.name}.{setting}") from None
+
+
 def database_pod(project: Project, env: Environment, cluster) -> tuple[str, str | None]:
     """(label selector, container) of the environment's PostgreSQL pod: configured, else found in the release."""
     db = env.database
     if db.selector:
         return db.selector, db.container
-    try:
-        objects = helm.manifest(project.release, env.namespace, cluster.context)
-    except MoorageError:
-        raise Unreachable(f"release {project.release} is not deployed in namespace {env.namespace}, so it has no "
-                          "PostgreSQL pod to find", "deploy the environment first (inv dev.deploy), or name the pod "
-                          f"in moorage.environments.{env.name}.database.selector") from None
+    objects = _release_objects(project, env, cluster, "PostgreSQL pod", "database.selector")
     selector, container = release_database(objects, project.release, f"moorage.environments.{env.name}.database")
     return selector, db.container or container
+
+
+def image_holding(project: Project, path: Path, where: str) -> Image:
+    """The image whose build context holds ``path`` (the deepest such context); UserError if none does."""
+    target = path.resolve()
+    holding = [(len((project.root / i.context).resolve().parts), i) for i in project.images
+               if target.is_relative_to((project.root / i.context).resolve())]
+    if not holding:
+        shown = path.relative_to(project.root) if path.is_relative_to(project.root) else path
+        raise UserError(f"no image's build context holds {shown}, so no image of the release has its Alembic scripts",
+                        f"name the workload whose image has them in {where}.workload (e.g. deployment/api)")
+    return max(holding, key=lambda pair: pair[0])[1]
+
+
+def migration_workload(project: Project, env: Environment, ini: Path, cluster) -> tuple[str, str]:
+    """(kind, name) of the release's workload that runs the image holding ``ini``, for a migration Job to copy."""
+    where = f"moorage.environments.{env.name}.migrations"
+    repo = repository(image_holding(project, ini, where), env, project.release)
+    objects = _release_objects(project, env, cluster, "workload to migrate from", "migrations.workload")
+    return release_workload_running(objects, repo, project.release, where)
 
 
 def pod_target(project: Project, env: Environment) -> PodTarget:

@@ -123,6 +123,8 @@ def test_second_deploy_with_nothing_changed_does_nothing(e2e):
 def test_db_migrate_runs_as_a_job_and_status_is_up_to_date(e2e):
     result = e2e.ok("db.migrate", "--yes")
     assert "completed" in result.stdout
+    # no workload configured: the release's one running the image whose context holds alembic.ini
+    assert f"a Job from deployment {NAMESPACE}/moorage-backend (its image" in result.stdout
     status = json.loads(e2e.ok("db.status", "--json").stdout)
     assert status["up_to_date"] and status["current"] == ["0002"]
 

@@ -31,10 +31,11 @@ def project(tmp_path, kubeapi):
     (root / "environments" / "dev.yaml").write_text("{}\n")
     (root / "environments" / "staging.yaml").write_text("{}\n")
     (root / "tasks.py").write_text((REPO / "tasks.py").read_text())
-    # the database pod named by configuration (no Helm release here to find it in)
+    # the database pod and the migration workload named by configuration (no Helm release here to find them in)
     environment = (f"      namespace: {NS}\n      context: {kubeapi.context}\n      timeout: 20\n"
                    "      database: {selector: 'app.kubernetes.io/instance=shop,app.kubernetes.io/component=postgresql',"
-                   " container: postgresql}\n")
+                   " container: postgresql}\n"
+                   "      migrations: {workload: deployment/shop-backend}\n")
     (root / "invoke.yaml").write_text(f"moorage:\n  release: shop\n  environments:\n    dev:\n{environment}"
                                       f"    staging:\n{environment}")
     kubeapi.apply(merge(load_object("deployment"), {"metadata": {"name": "shop-backend"}}))

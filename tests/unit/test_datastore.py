@@ -21,7 +21,8 @@ def test_the_defaults_are_the_release_postgresql_pod_and_alembic(tmp_path):
     # no selector nor container: both are found in the release's manifest (test_db)
     assert env.database.kind == "pod" and env.database.selector is None and env.database.container is None
     assert env.migrations.kind == "alembic"
-    assert env.migrations.workload_ref("shop") == ("deployment", "shop-backend")
+    # no workload either: the release's one running the image with the Alembic scripts (test_migration_target)
+    assert env.migrations.workload_ref() is None
 
 
 def test_a_pod_database_of_a_third_party_chart(tmp_path):
@@ -39,7 +40,7 @@ def test_a_pod_database_of_a_third_party_chart(tmp_path):
 def test_migrations_by_command_from_a_named_workload(tmp_path):
     env = project_with(tmp_path, migrations={"kind": "command", "workload": "StatefulSet/api",
                                              "command": ["migrate", "-path", "/migrations", "up"]}).env("dev")
-    assert env.migrations.workload_ref("shop") == ("statefulset", "api")
+    assert env.migrations.workload_ref() == ("statefulset", "api")
     assert env.migrations.command == ("migrate", "-path", "/migrations", "up")
 
 

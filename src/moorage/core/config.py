@@ -33,8 +33,8 @@ from .registry_settings import RegistryAccess, registry
 from .values import load_values, load_yaml, merge, yaml_loader  # noqa: F401 - re-exported
 
 CONFIG_FILE = "invoke.yaml"
-#: where db.* find the backend's Alembic configuration (invoke config ``db.alembic_ini``)
-DEFAULT_ALEMBIC_INI = "app/backend/alembic.ini"
+#: Alembic's configuration file: the project's one file of that name unless configuration names it
+ALEMBIC_INI = "alembic.ini"
 #: allowed values of an environment's ``cluster:``; moorage.cluster detects the kind for "auto"
 CLUSTER_KINDS = ("auto", "minikube", "kind", "k3d", "docker-desktop", "rancher-desktop", "colima", "orbstack",
                  "microk8s", "containerd-local", "local-engine", "remote")

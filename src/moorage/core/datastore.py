@@ -17,9 +17,11 @@
 ``moorage.environments.<env>.migrations``::
 
     kind: alembic        # the default: Alembic scripts at alembic_ini, run in a Job from `workload`
-    alembic_ini: backend/alembic.ini       # default: invoke config db.alembic_ini, else app/backend/alembic.ini;
-                                           # where it is not here, db.status/history run `alembic history` in a Job
-    workload: deployment/app-backend       # default: deployment/<release>-backend
+    alembic_ini: backend/alembic.ini       # default: invoke config db.alembic_ini, else the project's one
+                                           # alembic.ini; where it is not here, db.status/history run
+                                           # `alembic history` in a Job
+    workload: deployment/app-backend       # default: the release's workload running the image whose
+                                           # build context holds alembic_ini (moorage.targets)
 
     kind: command        # any tool (golang-migrate, Django, Prisma, a psql script), run as a Job
     workload: deployment/api               # whose image, env, volumes and service account the Job takes
@@ -54,7 +56,6 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: What an environment that does not say gets: the names a chart made by ``helm create`` and the
 #: Kubernetes recommended labels lead to (the reference chart follows them). They live here, with
 #: the settings that override them, and nowhere else in the library.
-DEFAULT_WORKLOAD = "deployment/{release}-backend"  # whose image and pod template a migration Job copies
 _SELECTOR_RE = re.compile(r"^[A-Za-z0-9_./-]+(!?=|==)[A-Za-z0-9_.-]*(,[A-Za-z0-9_./-]+(!?=|==)[A-Za-z0-9_.-]*)*$")
 
 
@@ -84,13 +85,15 @@ class Migrations:
 
     kind: str = "alembic"
     alembic_ini: str | None = None
-    workload: str | None = None  # "kind/name"; None: DEFAULT_WORKLOAD
+    workload: str | None = None  # "kind/name" whose image and pod template a migration Job copies; None: found
     command: tuple[str, ...] = ()
     status_command: tuple[str, ...] = ()  # kind command: what db.status runs in a Job (optional)
 
-    def workload_ref(self, release: str) -> tuple[str, str]:
-        """(kind, name) of the workload whose pod template a migration Job copies."""
-        kind, _, name = (self.workload or DEFAULT_WORKLOAD.format(release=release)).partition("/")
+    def workload_ref(self) -> tuple[str, str] | None:
+        """(kind, name) of the configured workload whose pod template a migration Job copies, or None."""
+        if self.workload is None:
+            return None
+        kind, _, name = self.workload.partition("/")
         return kind, name
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.config import DNS_LABEL_RE, Environment, Image, Project
-from ..core.datastore import DEFAULT_WORKLOAD
+from ..core.errors import UserError
 from ..helm import PLACEHOLDER_TAG
+from ..targets import release_workload_running
 from .chart import ImageSlot, Probe, Render, assign, images_used, is_secret, match_score, probes
 from .scan import Chart, Dockerfile, EnvFiles, Migrations
 
@@ -247,20 +248,17 @@ def plan_database(release: str, found: Migrations, images: Sequence[ImagePlan], 
         guessed.append(f"migrations    alembic ({ini})")
         checks.append(f"no image's build context holds {ini}: db.migrate's Job needs an image with Alembic in it")
         return db, notes
-    wanted = f"{release}/{owner.name}:{PLACEHOLDER_TAG}"
-    workload = next((w for ref, w in images_used(render.objects).items() if ref.endswith(wanted)), "")
-    kind, _, deployment = workload.partition("/")
-    if kind == "Deployment":
-        if f"deployment/{deployment}" != DEFAULT_WORKLOAD.format(release=release):  # only what differs is written
-            db["backend_deployment"] = deployment
-        guessed.append(f"migrations    alembic ({ini}); db.migrate runs as a Job from Deployment {deployment} "
-                       f"(image '{owner.name}')")
-        checks.append(f"db.migrate runs `alembic upgrade head` in image '{owner.name}': its working directory must "
-                      "hold alembic.ini (else set db.job_command: [alembic, -c, /path/to/alembic.ini])")
-    else:
+    try:  # the workload db.migrate will find in the release by itself: nothing to write
+        kind, name = release_workload_running(render.objects, f"{release}/{owner.name}", release,
+                                              "moorage.environments.<env>.migrations")
+    except UserError:
         guessed.append(f"migrations    alembic ({ini})")
-        checks.append(f"no Deployment of the rendered chart runs image '{owner.name}': set db.backend_deployment "
-                      "to the Deployment whose image runs Alembic")
+        checks.append(f"no workload of the rendered chart runs image '{owner.name}': set "
+                      "moorage.environments.<env>.migrations.workload to the one whose image runs Alembic")
+        return db, notes
+    guessed.append(f"migrations    alembic ({ini}); db.migrate runs as a Job from {kind} {name} (image '{owner.name}')")
+    checks.append(f"db.migrate runs `alembic upgrade head` in image '{owner.name}': its working directory must "
+                  "hold alembic.ini (else set db.job_command: [alembic, -c, /path/to/alembic.ini])")
     return db, notes
 
 

@@ -1,14 +1,13 @@
 """What a repository holds, read from its files: Dockerfiles, charts, values files, migration tools.
 
-One walk of the tree (hidden folders, dependency and build folders skipped,
-at most :data:`MAX_DEPTH` levels deep) collects the candidates; the functions
+One walk of the tree (:func:`moorage.core.files.walk`: hidden folders,
+dependency and build folders skipped) collects the candidates; the functions
 below turn each into a description. Nothing here runs a program or writes a file.
 """
 
 from __future__ import annotations
 
 import glob
-import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -16,11 +15,9 @@ from pathlib import Path
 
 from ..core.config import ENV_NAME_RE, IMAGE_NAME_RE, load_yaml
 from ..core.errors import UserError
+from ..core.files import walk as files_of
 from ..images.dockerfile import analyse_dockerfile, dockerfile_instructions
 
-MAX_DEPTH = 6
-SKIP_DIRS = {"node_modules", "__pycache__", "venv", "site-packages", "vendor", "dist", "build", "target",
-             "bower_components", "coverage"}
 #: folders whose ``<name>.yaml`` files are per-environment Helm values
 ENV_DIR_NAMES = ("environments", "envs", "values", "helm-values")
 _VALUES_FILE = re.compile(r"^(?:values[-_.](?P<a>[A-Za-z0-9-]+)|(?P<b>[A-Za-z0-9-]+)[-_.]values)\.ya?ml$")
@@ -44,12 +41,7 @@ class Tree:
 def walk(root: Path) -> Tree:
     """One pass over the repository, collecting every candidate."""
     tree = Tree(root)
-    base = len(root.parts)
-    for current, dirs, files in os.walk(root):
-        here = Path(current)
-        depth = len(here.parts) - base
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS and depth < MAX_DEPTH)
-        rel = here.relative_to(root).as_posix()
+    for here, rel, files in files_of(root):
         prefix = "" if rel == "." else f"{rel}/"
         # A subchart (<chart>/charts/<name>/Chart.yaml) is part of its parent, not a chart to deploy.
         if "Chart.yaml" in files and not (here.parent.name == "charts" and (here.parent.parent / "Chart.yaml").is_file()):
@@ -58,7 +50,7 @@ def walk(root: Path) -> Tree:
             tree.env_dirs.append(rel)
         if any(f.endswith(".up.sql") for f in files):
             tree.up_sql_dirs.append(rel)
-        for name in sorted(files):
+        for name in files:
             path = prefix + name
             if _DOCKERFILE.match(name) and not name.endswith(".dockerignore"):
                 tree.dockerfiles.append(path)

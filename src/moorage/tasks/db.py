@@ -11,7 +11,8 @@ database = lazy("moorage.database")
 
 ENV_HELP = "environment (default: MOORAGE_ENV, then dev)"
 URL_HELP = "connect directly to this PostgreSQL URL (else DATABASE_URL, else the env's PostgreSQL pod)"
-INI_HELP = "the backend's alembic.ini (default: invoke config db.alembic_ini, else app/backend/alembic.ini)"
+INI_HELP = ("the app's alembic.ini (default: migrations.alembic_ini, then invoke config db.alembic_ini, "
+            "else the project's one alembic.ini)")
 
 
 def _settings(ctx):
