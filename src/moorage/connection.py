@@ -95,8 +95,8 @@ def diagnostics_dir(project: Project, env: Environment) -> Path:
     return project.diagnostics_dir / f"{env.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
 
 
-def wait_release(cluster: Connected, reporter: Reporter, *, out_dir: Path | None = None) -> None:
-    """Wait for the release's workloads (from its manifest); OperationFailed with the reason if not ready.
+def wait_release(cluster: Connected, reporter: Reporter, *, out_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Wait for the release's workloads (from its manifest, returned); OperationFailed with the reason if not ready.
 
     With ``out_dir`` a failure also writes the diagnostics bundle there, helm status and history included.
     """
@@ -107,6 +107,7 @@ def wait_release(cluster: Connected, reporter: Reporter, *, out_dir: Path | None
     # selectors, whatever labels the chart gives them.
     readiness.wait_with_view(cluster.api, resources, env.timeout, reporter, diagnostics_dir=out_dir,
                              namespace=env.namespace, extra=lambda: _helm_extra(cluster), manifest=objects)
+    return objects
 
 
 def _helm_extra(cluster: Connected) -> dict[str, str]:

@@ -122,6 +122,7 @@ class Run:
     decided: plan.DeployPlan | None = None
     schema_before: list[str] | None = None  # the database's migration heads before the upgrade
     third_party: list[Any] = field(default_factory=list)  # delivery steps of images the project does not build
+    manifest: list[dict[str, Any]] = field(default_factory=list)  # the release's objects, read by the wait
 
 
 def deploy(project: Project, env: Environment, options: Options, reporter: Reporter,
@@ -197,7 +198,7 @@ def _execute(run: Run, phase: Phases) -> None:
     elif env.smoke:
         run.reporter.line("smoke tests skipped: nothing changed (run them with --smoke)")
     summary.status = "deployed" if decided.upgrade else "up-to-date"
-    summary.urls = urls(run.project, env)
+    summary.urls = urls(env, run.manifest)
 
 
 def preflight(run: Run) -> None:
@@ -346,7 +347,7 @@ def wait(run: Run) -> None:
     """Wait for the release's workloads; on failure keep this run's diagnostics bundle and roll back."""
     bundle = diagnostics_dir(run.project, run.env)
     try:
-        wait_release(run.cluster, run.reporter, out_dir=bundle)
+        run.manifest = wait_release(run.cluster, run.reporter, out_dir=bundle)
     except OperationFailed as exc:
         run.summary.diagnostics = str(bundle) if bundle.exists() else None
         recover(run, exc.message)
@@ -367,7 +368,7 @@ def smoke_test(run: Run) -> None:
     if failed:
         message = f"smoke test '{failed[0].name}' failed: {failed[0].detail}"
         recover(run, message)
-        raise OperationFailed(message, "see the table above; `inv dev.logs --component backend` shows the logs")
+        raise OperationFailed(message, f"see the table above; `inv dev.logs --env {env.name}` shows the logs")
 
 
 def recover(run: Run, reason: str) -> None:
@@ -477,16 +478,10 @@ def _interrupted_state(current: str, summary: Summary) -> str:
     return f"interrupted during {current}: {states.get(current, 'see `inv dev.status`')}"
 
 
-def urls(project: Project, env: Environment) -> list[str]:
-    """Where to open the application: the Ingress host if one is set, else a port-forward."""
-    values = load_values(env)
-    ingress = values.get("ingress") or {}
-    found = []
-    if ingress.get("enabled") and ingress.get("host"):
-        scheme = "https" if ingress.get("tls") else "http"
-        found.append(f"{scheme}://{ingress['host']}/")
-    found.append(f"http://127.0.0.1:8080/ after `inv dev.port-forward --env {env.name} --service frontend`")
-    return found
+def urls(env: Environment, manifest: list[dict[str, Any]]) -> list[str]:
+    """Where to open the application: the release's Ingress hosts, and its Services through a port-forward."""
+    return [*smoke.ingress_urls(manifest),
+            f"`inv dev.port-forward --env {env.name}` puts the release's Services on 127.0.0.1"]
 
 
 def run_and_report(project: Project, env: Environment, options: Options, reporter: Reporter,

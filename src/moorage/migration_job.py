@@ -51,7 +51,7 @@ def run_migration_job(api, namespace: str, release: str, env_name: str, workload
     if not result.ok:
         tail = " | ".join(lines[-5:]) or "no log lines"
         raise OperationFailed(f"migration job {name} {result.verdict}: {result.reason}; last log lines: {tail}",
-                              f"see the full log with: inv dev.logs --env {env_name} --component migration")
+                              f"the Job is kept for an hour: kubectl logs --namespace {namespace} job/{name}")
     reporter.ok(f"migration job {name} completed")
     return name
 

@@ -281,7 +281,7 @@ def migration_job(deployment: Mapping[str, Any], command: Sequence[str], *, name
     if chosen is None:
         if container or not containers:
             raise UserError(f"deployment {meta.get('name')} has no container {container or ''}".rstrip(),
-                            "set the backend container name")
+                            "name the workload's container that runs the migrations")
         chosen = containers[0]
     job_container = {k: v for k, v in chosen.items()
                      if k in ("image", "imagePullPolicy", "env", "envFrom", "volumeMounts", "securityContext",

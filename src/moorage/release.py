@@ -1,4 +1,4 @@
-"""Operations on an installed release: status, logs, rollback, undeploy.
+"""Operations on an installed release: status, logs, port-forwards, rollback, undeploy.
 
 Orchestration floor, like ``moorage.deploy``: each operation is a small plan
 (printable with ``--dry-run``) and its execution through helm and the
@@ -17,10 +17,12 @@ on the live object), and what remains afterwards is listed, not assumed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import os
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,7 +30,7 @@ from . import helm, kube, readiness
 from .connection import connect, wait_release
 from .core import proc
 from .core.config import Environment, Project
-from .core.errors import OperationFailed, UserError
+from .core.errors import MoorageError, OperationFailed, UserError
 from .core.report import Reporter
 
 
@@ -291,13 +293,17 @@ def show_status(report: StatusReport, reporter: Reporter) -> None:
 
 
 def component_pods(api, namespace: str, objects: Sequence[dict[str, Any]], release: str,
-                   component: str) -> list[dict[str, Any]]:
-    """The pods of the release's workloads that ``component`` names (:func:`readiness.workloads.matches`).
+                   component: str | None) -> list[dict[str, Any]]:
+    """The pods of the release's workloads that ``component`` names (:func:`readiness.workloads.matches`);
+    None: of all its workloads.
 
     UserError listing the known components when none matches; OperationFailed when they have no pod.
     """
     workloads = readiness.workloads_in(objects, namespace)
-    chosen = readiness.matching(workloads, component)
+    chosen = workloads if component is None else readiness.matching(workloads, component)
+    if not workloads:
+        raise UserError(f"release '{release}' has no workload (Deployment, StatefulSet, DaemonSet or Job) to show",
+                        "check the chart: `helm get manifest` lists what it installed")
     if not chosen:
         known = ", ".join(readiness.components(workloads, release)) or "none"
         raise UserError(f"no workload of release '{release}' is component '{component}' (known: {known})",
@@ -318,9 +324,9 @@ def component_pods(api, namespace: str, objects: Sequence[dict[str, Any]], relea
     return [pods[name] for name in sorted(pods)]
 
 
-def show_logs(project: Project, env: Environment, component: str, *, tail: int | None = 100, follow: bool = False,
+def show_logs(project: Project, env: Environment, component: str | None, *, tail: int | None = 100, follow: bool = False,
               previous: bool = False, write: Callable[[str], Any] = print) -> int:
-    """Write (or follow) the logs of a component's pods; returns the number of containers read."""
+    """Write (or follow) the logs of a component's pods (None: every workload's); the number of containers read."""
     cluster = connect(project, env)
     if cluster.release is None:
         raise UserError(f"release '{project.release}' is not installed in {env.namespace}",
@@ -329,3 +335,70 @@ def show_logs(project: Project, env: Environment, component: str, *, tail: int |
     pods = component_pods(cluster.api, env.namespace, objects, project.release, component)
     return kube.stream_pod_logs(cluster.api, env.namespace, pods, tail=tail, follow=follow, previous=previous,
                                 write=write)
+
+
+def release_service_ports(objects: Sequence[dict[str, Any]]) -> list[tuple[str, int]]:
+    """(Service, port) for every port of the release's Services that send to its pods (a selector, not
+    headless: a headless Service repeats the pods another one reaches), in name order."""
+    found = []
+    for obj in objects:
+        spec = obj.get("spec") or {}
+        if obj.get("kind") == "Service" and spec.get("selector") and spec.get("clusterIP") != "None":
+            found += [(obj["metadata"]["name"], int(p["port"])) for p in spec.get("ports") or [] if p.get("port")]
+    return sorted(found)
+
+
+@contextlib.contextmanager
+def forward_services(project: Project, env: Environment, service: str | None, port: int | None,
+                     local_port: int | None, reporter: Reporter) -> Iterator[list[str]]:
+    """Forward local ports to one Service (``service``) or to every Service of the release; yields the URLs.
+
+    Each local port is the Service's own when free, else any free one (``local_port`` for one Service is
+    taken as given). With every Service, one that cannot be forwarded (no ready pod yet) is reported and
+    skipped, the others still forwarded.
+    """
+    cluster = connect(project, env)
+    if service is not None:
+        name = project.service_name(service)
+        pairs = [(name, port or kube.service_port(cluster.api, env.namespace, name))]
+    elif port or local_port:
+        raise UserError("--port and --local-port pick a port of one Service", "add --service NAME")
+    else:
+        if cluster.release is None:
+            raise UserError(f"release '{project.release}' is not installed in {env.namespace}",
+                            f"deploy it first: inv dev.deploy --env {env.name}")
+        pairs = release_service_ports(helm.manifest(project.release, env.namespace, cluster.context))
+        if not pairs:
+            raise UserError(f"release '{project.release}' has no Service that sends to its pods",
+                            "forward to a pod's port with kubectl port-forward pod/NAME PORT")
+    urls = []
+    with contextlib.ExitStack() as stack:
+        for name, remote in pairs:
+            try:
+                bound = stack.enter_context(_forward(cluster.api, env.namespace, name, remote, local_port))
+            except MoorageError as exc:
+                if service is not None:
+                    raise
+                reporter.line(f"svc/{name}:{remote} not forwarded: {exc.message}")
+                continue
+            urls.append(f"http://127.0.0.1:{bound}")
+            reporter.line(f"forwarding http://127.0.0.1:{bound} -> svc/{name}:{remote}")
+        if not urls:
+            raise OperationFailed(f"no Service of release '{project.release}' could be forwarded",
+                                  f"see `inv dev.status --env {env.name}`")
+        yield urls
+
+
+@contextlib.contextmanager
+def _forward(api, namespace: str, service: str, remote: int, local_port: int | None) -> Iterator[int]:
+    """kube.port_forward on ``local_port``, else on the Service's own port when free, else on a free one."""
+    if local_port is None:
+        try:
+            listener = socket.create_server(("127.0.0.1", remote))
+        except OSError:
+            local_port = 0
+        else:
+            listener.close()
+            local_port = remote
+    with kube.port_forward(api, namespace, service, remote, local_port=local_port) as bound:
+        yield bound

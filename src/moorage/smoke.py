@@ -116,3 +116,18 @@ def run_checks(checks: Iterable[SmokeCheck], namespace: str, service_name: Calla
     for check in checks:
         results.append(by_name[check.name])
     return results
+
+
+def ingress_urls(objects: Iterable[dict]) -> list[str]:
+    """Where a release's Ingresses serve it: each rule's host and first Prefix or Exact path, https where a
+    TLS entry names the host."""
+    urls = []
+    for obj in objects:
+        spec = obj.get("spec") or {} if obj.get("kind") == "Ingress" else {}
+        tls = {host for entry in spec.get("tls") or [] for host in entry.get("hosts") or []}
+        for rule in spec.get("rules") or []:
+            if rule.get("host"):
+                paths = [p.get("path") for p in (rule.get("http") or {}).get("paths") or []
+                         if p.get("pathType") in ("Prefix", "Exact") and p.get("path")]
+                urls.append(f"{'https' if rule['host'] in tls else 'http'}://{rule['host']}{(paths or ['/'])[0]}")
+    return list(dict.fromkeys(urls))

@@ -310,6 +310,56 @@ def test_logs_show_a_components_pods(project):
     assert f"[{pod}/backend]" in result.stdout and '"path": "/healthz"' in result.stdout
 
 
+def test_logs_without_a_component_show_every_workloads_pods(project):
+    project.deploy_json()
+    pods = [f"{project.release}-backend-r1-0", f"{project.release}-frontend-r1-0"]
+    for pod, container in zip(pods, ("backend", "frontend"), strict=True):
+        project.cluster.kubeapi.set_log("moorage-dev", pod, container, f"hello from {container}\n")
+    result = project.inv("dev.logs")
+    assert result.returncode == 0, result.stderr
+    assert f"[{pods[0]}/backend] hello from backend" in result.stdout
+    assert f"[{pods[1]}/frontend] hello from frontend" in result.stdout
+
+
+def test_port_forward_without_a_service_forwards_every_service_of_the_release_until_ctrl_c(project):
+    import re
+    import signal
+    import subprocess
+    import urllib.request
+
+    project.deploy_json()
+    import yaml
+
+    manifest = [d for d in yaml.safe_load_all(project.cluster.release()["revisions"][-1]["manifest"]) if d]
+    services = sorted({doc["metadata"]["name"] for doc in manifest if doc.get("kind") == "Service"
+                       and doc["spec"].get("selector") and doc["spec"].get("clusterIP") != "None"})
+    assert f"{project.release}-backend" in services
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("inv")), "dev.port-forward"], cwd=project.root, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, **project.cluster.env()})
+    lines = []
+    while not lines or lines[-1] != "(Ctrl-C to stop)\n":
+        line = proc.stdout.readline()
+        assert line, f"dev.port-forward ended early: {''.join(lines)} {proc.stderr.read()}"
+        lines.append(line)
+    forwarded = dict(re.findall(r"forwarding (http://127\.0\.0\.1:\d+) -> svc/([^:]+):\d+", "".join(lines)))
+    assert sorted(set(forwarded.values())) == services, lines
+    backend = next(url for url, svc in forwarded.items() if svc == f"{project.release}-backend")
+    with urllib.request.urlopen(f"{backend}/healthz", timeout=10) as response:
+        assert json.loads(response.read()) == {"status": "ok"}
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "port-forward stopped" in out and "Traceback" not in err
+
+
+def test_port_forward_with_a_port_but_no_service_is_one_line(project):
+    result = project.inv("dev.port-forward", "--port", "8000")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[0] == "error: --port and --local-port pick a port of one Service " \
+        "(fix: add --service NAME)"
+
+
 def _migrate_to_head_during_upgrade(database_url: str) -> str:
     code = ("import sys; from tests.fixtures.servers import alembic; "
             f"alembic('upgrade', 'head', database_url={database_url!r})")

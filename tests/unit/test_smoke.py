@@ -104,3 +104,21 @@ def test_a_check_that_keeps_failing_reports_its_last_answer(server):
     checks = [SmokeCheck("ready", "backend", 8000, "/readyz", 200)]
     results = smoke.run_checks(checks, "ns", "shop-{}".format, forward_to(server, []), attempts=2, delay=0)
     assert not results[0].ok and results[0].detail == "expected HTTP 200, got 503"
+
+
+def test_the_release_s_ingresses_give_its_urls_https_where_tls_names_the_host():
+    objects = [
+        {"kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}},
+        {"kind": "Ingress", "metadata": {"name": "web"}, "spec": {
+            "tls": [{"hosts": ["shop.example.com"], "secretName": "shop-tls"}],
+            "rules": [{"host": "shop.example.com", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {}}]}},
+                {"host": "api.shop.test", "http": {"paths": [
+                    {"path": "/api(/|$)(.*)", "pathType": "ImplementationSpecific"},
+                    {"path": "/v1", "pathType": "Prefix"}]}},
+                {"http": {"paths": [{"path": "/", "pathType": "Prefix"}]}}]}},
+        {"kind": "Ingress", "metadata": {"name": "again"}, "spec": {"rules": [{"host": "api.shop.test", "http": {
+            "paths": [{"path": "/v1", "pathType": "Prefix"}]}}]}},
+    ]
+    assert smoke.ingress_urls(objects) == ["https://shop.example.com/", "http://api.shop.test/v1"]
+    assert smoke.ingress_urls(objects[:1]) == []

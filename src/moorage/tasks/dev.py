@@ -47,13 +47,13 @@ def status(ctx, env=None, json=False):
 @mtask(help={
     "env": ENV_HELP,
     "component": "the workload whose pods to show: its name, the end of its name after a '-', or its pods' "
-                 "app.kubernetes.io/component, app or component label (default: backend)",
+                 "app.kubernetes.io/component, app or component label (default: every workload of the release)",
     "follow": "keep streaming new lines (Ctrl-C to stop)",
     "tail": "lines of history to show first",
     "previous": "the previous (crashed) container instance",
 })
-def logs(ctx, env=None, component="backend", follow=False, tail=100, previous=False):
-    """Show (or follow) the logs of a component's pods.
+def logs(ctx, env=None, component=None, follow=False, tail=100, previous=False):
+    """Show (or follow) the logs of a component's pods, or of every workload's of the release.
 
     --component NAME picks the release's workloads (from its manifest) named NAME
     or ending in -NAME, or whose pod template has the label
@@ -74,26 +74,24 @@ def logs(ctx, env=None, component="backend", follow=False, tail=100, previous=Fa
 
 @mtask(name="port-forward", help={
     "env": ENV_HELP,
-    "service": "component whose Service to forward (the Service <release>-<service>)",
-    "port": "Service port (default: the first port of the Service)",
-    "local_port": "local port to listen on (default: the same as --port, or a free one if taken)",
+    "service": "component whose Service to forward (the Service <release>-<service>; default: every Service "
+               "of the release, each port of each)",
+    "port": "Service port (with --service; default: the first port of the Service)",
+    "local_port": "local port to listen on (with --service; default: the Service's port, or a free one if taken)",
 })
-def port_forward(ctx, env=None, service="frontend", port=None, local_port=None):
-    """Forward a local port to a Service of the release until Ctrl-C (no kubectl needed)."""
+def port_forward(ctx, env=None, service=None, port=None, local_port=None):
+    """Forward local ports to the release's Services (or one of them) until Ctrl-C (no kubectl needed)."""
     import threading
 
-    from .. import connection, kube
+    from .. import release
 
     proj = project(ctx)
     environment = proj.env(env)
-    cluster = connection.connect(proj, environment)
-    name = proj.service_name(service)
-    remote = int(port) if port else kube.service_port(cluster.api, environment.namespace, name)
-    wanted = int(local_port) if local_port else remote
     out = reporter()
     try:
-        with kube.port_forward(cluster.api, environment.namespace, name, remote, local_port=wanted) as bound:
-            out.line(f"forwarding http://127.0.0.1:{bound} -> svc/{name}:{remote} (Ctrl-C to stop)")
+        with release.forward_services(proj, environment, service, int(port) if port else None,
+                                      int(local_port) if local_port else None, out):
+            out.line("(Ctrl-C to stop)")
             threading.Event().wait()
     except KeyboardInterrupt:
         out.line("port-forward stopped")
