@@ -209,10 +209,12 @@ def in_cluster(ws: Workspace) -> set[str] | None:
 
 
 def registry_credentials(env: Environment, secrets: Mapping[str, str]) -> registry.Credentials | None:
-    """The credentials the environment's registry settings name, read from the loaded ``.env`` values."""
+    """The credentials the environment's registry settings name, read from the loaded ``.env`` values;
+    without such keys, what ``docker login`` stored for the registry's host (the pull Secret is made
+    from the ``.env`` keys only: a developer's own login never goes into a cluster)."""
     access = env.registry_access
     if not access.username_key:
-        return None
+        return registry.docker_login(env.registry.partition("/")[0]) if env.registry else None
     return registry.Credentials(secrets[access.username_key], secrets[access.password_key],
                                 f".env keys {access.username_key} and {access.password_key}")
 

@@ -12,7 +12,11 @@ Trust: the environment's ``registry.ca``, else the Docker engine's
 ``/etc/docker/certs.d/<host>/ca.crt`` (the file the engine's push reads), else the
 system's CAs. Authentication: Basic, or a Bearer token from the realm the registry's
 ``WWW-Authenticate`` challenge names (Docker Hub, GHCR, Harbor, distribution's token
-auth). A loopback registry without TLS is spoken to over HTTP, as the engine does.
+auth), asked for anonymously when there are no credentials (a public repository's pull
+needs none). The credentials are the environment's ``.env`` keys, else what ``docker
+login`` stored for the host (:func:`docker_login`: the Docker client's config file and
+its credential helpers, as the engine's push reads them). A loopback registry without
+TLS is spoken to over HTTP, as the engine does.
 """
 
 from __future__ import annotations
@@ -49,6 +53,22 @@ class Manifest:
     digest: str  # the manifest's own digest: what a pull by digest names
     config: str  # the image config's digest (the image ID); "" for an index without linux/amd64
     layers: tuple[int, ...] = ()  # the compressed size of each layer, in the order of the image's diff IDs
+
+
+def docker_login(host: str) -> Credentials | None:
+    """The username and password ``docker login HOST`` stored (``$DOCKER_CONFIG/config.json`` or
+    ``~/.docker``, its ``auths``, ``credsStore`` or ``credHelpers``), or None. An identity token
+    (a Docker Desktop sign-in) is not a password: None."""
+    from docker import auth
+
+    try:
+        found = auth.load_config().resolve_authconfig(host) or {}
+    except Exception:  # noqa: BLE001 - an unreadable config or a failing helper: as if none were stored
+        return None
+    fields = {key.lower(): value for key, value in found.items()}
+    if not fields.get("username") or not fields.get("password"):
+        return None
+    return Credentials(fields["username"], fields["password"], f"`docker login {host}` (the Docker client's config)")
 
 
 def split_ref(ref: str) -> tuple[str, str, str]:
@@ -158,15 +178,14 @@ class Registry:
     def _authenticate(self, challenged, path: str, scope: str, headers: dict[str, str]):
         import requests
 
-        if self.credentials is None:
-            raise UserError(f"registry {self.host} requires credentials and the environment gives none",
-                            f"set {self.where}.username and .password to the .env keys that hold them")
         header = challenged.headers.get("WWW-Authenticate", "")
         scheme, _, params = header.partition(" ")
-        basic = (self.credentials.username, self.credentials.password)
+        if self.credentials is None and scheme.lower() != "bearer":
+            raise self._no_credentials()
+        basic = (self.credentials.username, self.credentials.password) if self.credentials else None
         if scheme.lower() == "basic":
             value = "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
-        elif scheme.lower() == "bearer":
+        elif scheme.lower() == "bearer":  # without credentials: an anonymous token (public repositories)
             fields = dict(_CHALLENGE.findall(params))
             try:
                 answer = self.session.get(fields.get("realm", ""), auth=basic, timeout=self.timeout,
@@ -176,7 +195,7 @@ class Registry:
                 raise OperationFailed(f"registry {self.host}: its token service is unreachable: {_reason(exc)}",
                                       "check the registry's auth configuration") from None
             if answer.status_code in (401, 403):
-                raise self._refused()
+                raise self._refused() if self.credentials else self._no_credentials()
             self._check(answer, "a token")
             body = answer.json()
             value = f"Bearer {body.get('token') or body.get('access_token', '')}"
@@ -186,8 +205,13 @@ class Registry:
         self._tokens[scope] = value
         response = self._send(path, scope, headers)
         if response.status_code == 401:
-            raise self._refused()
+            raise self._refused() if self.credentials else self._no_credentials()
         return response
+
+    def _no_credentials(self) -> UserError:
+        return UserError(f"registry {self.host} requires credentials and the environment gives none",
+                         f"set {self.where}.username and .password to the .env keys that hold them, or run "
+                         f"`docker login {self.host}`")
 
     def _refused(self) -> UserError:
         return UserError(f"registry {self.host} refused the credentials from {self.credentials.source}",
