@@ -168,7 +168,7 @@ def check_registry(project: Project, env: Environment) -> Check:
             session.close()
     except MoorageError as exc:
         return Check("registry", False, exc.message, exc.hint or "")
-    who = f"as {credentials.username}" if credentials else "without credentials"
+    who = f"as {credentials.username} (from {credentials.source})" if credentials else "without credentials"
     return Check("registry", True, f"{env.registry}: reachable, trusted, accepts {who}")
 
 
