@@ -24,8 +24,7 @@ must not import each other sideways) with the connected environment.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,19 @@ from . import backup, migrations
 from .backup.drill import DrillCheck, DrillResult, drill_backup
 from .backup.remote import BackupVolume, merged
 from .connection import connect
-from .core import files, lock
-from .core.config import ALEMBIC_INI, Environment, Project
+from .core import lock
+from .core.config import Environment, Project
 from .core.errors import MoorageError, OperationFailed, UserError
 from .core.report import Reporter
+from .db_settings import (  # noqa: F401 - the settings' API, re-exported
+    ALEMBIC_TIMEOUT,
+    DbSettings,
+    alembic_ini_path,
+    env_alembic_ini,
+    readable_alembic_ini,
+    require_alembic,
+    workload_of,
+)
 from .migration_job import run_migration_job
 from .migrations import Migration, MigrationStatus
 from .pg import (
@@ -57,72 +65,6 @@ from .targets import (  # noqa: F401
     target_for,
 )
 
-#: Seconds a direct Alembic run may take (invoke config ``db.alembic_timeout``).
-ALEMBIC_TIMEOUT = 3600
-
-
-# --------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class DbSettings:
-    """invoke config ``db.*``: where the Alembic configuration is, and how the in-cluster Job migrates."""
-
-    alembic_ini: str | None = None
-    backend_deployment: str | None = None  # a Deployment's name; default: found (moorage.targets)
-    job_command: tuple[str, ...] | None = None  # default: alembic
-    alembic_timeout: float = ALEMBIC_TIMEOUT
-
-    @classmethod
-    def from_config(cls, conf: Mapping[str, Any] | None) -> DbSettings:
-        conf = conf or {}
-        command = conf.get("job_command")
-        timeout = conf.get("alembic_timeout")
-        return cls(conf.get("alembic_ini"), conf.get("backend_deployment"), tuple(command) if command else None,
-                   float(timeout) if timeout else ALEMBIC_TIMEOUT)
-
-
-def alembic_ini_path(project: Project, *choices: str | Path | None) -> Path:
-    """The first given of ``choices`` (flag, then config), else the project's one ``alembic.ini``
-    (none: ``alembic.ini`` at the root, where ``alembic init`` puts it); relative to the project."""
-    chosen = next((c for c in choices if c), None)
-    if chosen is None:
-        found = files.named(project.root, ALEMBIC_INI)
-        if len(found) > 1:
-            raise UserError(f"the project holds several {ALEMBIC_INI} files ({', '.join(found)}), and the "
-                            "configuration does not say which one is the app's",
-                            "name it in moorage.environments.<env>.migrations.alembic_ini (or invoke config "
-                            "db.alembic_ini), or pass --alembic-ini")
-        chosen = found[0] if found else ALEMBIC_INI
-    path = Path(chosen)
-    return path if path.is_absolute() else project.root / path
-
-
-def env_alembic_ini(project: Project, env: Environment, flag: str | Path | None = None,
-                    settings: DbSettings = DbSettings()) -> Path:
-    """The environment's alembic.ini: ``--alembic-ini``, then its ``migrations.alembic_ini``, then invoke
-    config ``db.alembic_ini``, then the default."""
-    return alembic_ini_path(project, flag, env.migrations.alembic_ini, settings.alembic_ini)
-
-
-def workload_of(env: Environment, settings: DbSettings) -> tuple[str, str] | None:
-    """(kind, name) of the configured workload a migration Job copies: ``migrations.workload``, then invoke
-    config ``db.backend_deployment``; None: the release's, found when the Job is made."""
-    if env.migrations.workload is None and settings.backend_deployment:
-        return "deployment", settings.backend_deployment
-    return env.migrations.workload_ref()
-
-
-def require_alembic(env: Environment, task: str) -> None:
-    """UserError unless the environment's migrations are Alembic's (status, history, downgrade read them)."""
-    kind = env.migrations.kind
-    if kind != "alembic":
-        what = ("a command Moorage runs but cannot read" if kind == "command" else "none (kind: none)")
-        raise UserError(f"{task} reads Alembic revisions, and the migrations of '{env.name}' are {what}",
-                        f"set moorage.environments.{env.name}.migrations.status_command to the tool's own status "
-                        "command (db.status runs it in a Job), or ask the tool directly")
-
-
 # --------------------------------------------------------------------------- the migration Job
 
 
@@ -141,9 +83,14 @@ def run_migrations_in_cluster(project: Project, env: Environment, command: Seque
         reporter.step(f"in-cluster: a Job from {what} (its image, env and secrets) would run: {' '.join(command)}")
         reporter.line("dry run: nothing was created")
         return None
+    ini = env_alembic_ini(project, env, alembic_ini, settings) if workload is None else None
+    if ini is not None and not ini.is_file() and not (alembic_ini or env.migrations.alembic_ini or settings.alembic_ini):
+        raise UserError(f"the project holds no alembic.ini and moorage.environments.{env.name}.migrations names no "
+                        "workload, so there is no telling what to migrate with",
+                        "set migrations.alembic_ini and .workload, or kind: command (with workload and command), "
+                        "or kind: none")
     cluster = connect(project, env, allow_production=True, read_release=False)
-    kind, name = workload or migration_workload(project, env, env_alembic_ini(project, env, alembic_ini, settings),
-                                                cluster)
+    kind, name = workload or migration_workload(project, env, ini, cluster)
     reporter.step(f"in-cluster: a Job from {kind} {env.namespace}/{name} (its image, env and "
                   f"secrets) runs: {' '.join(command)}")
     return run_migration_job(cluster.api, env.namespace, project.release, env.name, (kind, name), command, reporter,
@@ -403,8 +350,12 @@ def backup_if_migrating(project: Project, env: Environment, alembic_ini: str | P
         return None
     target = target_for(project, env, None)
     current = check_connection(target)["alembic_heads"]
-    if env.migrations.kind == "alembic":
-        pending = migrations.migration_status(env_alembic_ini(project, env, alembic_ini), current).pending
+    ini, unreadable = readable_alembic_ini(project, env, alembic_ini)
+    if env.migrations.kind == "alembic" and ini is None:
+        reporter.line(f"the Alembic scripts cannot be read here ({unreadable}), so what is pending cannot be "
+                      "seen: taking a verified backup first")
+    elif env.migrations.kind == "alembic":
+        pending = migrations.migration_status(ini, current).pending
         if not pending:
             reporter.line("no pending migrations: no backup needed")
             return None

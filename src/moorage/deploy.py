@@ -414,7 +414,7 @@ def schema_heads(run: Run) -> list[str] | None:
     """The database's migration heads, or None where the stack has no Alembic database to read."""
     env = run.env
     if not env.database.exists or env.migrations.kind != "alembic" or \
-            not database.env_alembic_ini(run.project, env, run.options.alembic_ini).is_file():
+            database.readable_alembic_ini(run.project, env, run.options.alembic_ini)[0] is None:
         return None
     try:
         return pg.database_info(database.target_for(run.project, run.env, None))["alembic_heads"]

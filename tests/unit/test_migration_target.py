@@ -3,13 +3,23 @@ release's workload running the image whose build context holds it."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import pytest
 
+from moorage import database
 from moorage.core.config import load_project
 from moorage.core.errors import UserError
-from moorage.database import alembic_ini_path, env_alembic_ini
+from moorage.core.report import Reporter
+from moorage.database import (
+    DbSettings,
+    alembic_ini_path,
+    env_alembic_ini,
+    readable_alembic_ini,
+    run_migrations_in_cluster,
+)
 from moorage.targets import image_holding, release_workload_running, repository_of
 
 
@@ -94,3 +104,37 @@ def test_a_release_whose_workloads_run_the_image_only_in_init_containers_has_non
         release_workload_running(objects, "shop/api", "shop", "moorage.environments.dev.migrations")
     assert err.value.message.startswith("no workload of release shop runs image shop/api")
     assert "moorage.environments.dev.migrations.workload" in err.value.hint
+
+
+def test_the_deploy_reads_the_scripts_only_when_it_can_tell_which_and_they_are_here(tmp_path):
+    project = project_at(tmp_path, [{"name": "api", "dockerfile": "Dockerfile"}])
+    env = project.env("dev")
+    assert readable_alembic_ini(project, env) == (None, "alembic.ini is not in this checkout")
+    touch(tmp_path, "api/alembic.ini", "billing/alembic.ini")
+    ini, why = readable_alembic_ini(project, env)
+    assert ini is None and why.startswith("the project holds several alembic.ini files")
+    assert readable_alembic_ini(project, env, "api/alembic.ini") == (tmp_path / "api/alembic.ini", "")
+
+
+def test_a_migration_job_with_no_alembic_ini_and_no_workload_is_one_line_before_any_cluster_call(tmp_path):
+    project = project_at(tmp_path, [{"name": "api", "dockerfile": "Dockerfile"}])
+    with pytest.raises(UserError) as err:
+        run_migrations_in_cluster(project, project.env("dev"), ["alembic", "upgrade", "head"], DbSettings(),
+                                  Reporter(stream=io.StringIO(), tty=False))
+    assert "holds no alembic.ini" in err.value.message and "migrations names no workload" in err.value.message
+    assert "kind: none" in err.value.hint
+
+
+def test_a_ci_deploy_backs_up_when_it_cannot_read_which_migrations_are_pending(tmp_path, monkeypatch):
+    project = project_at(tmp_path, [{"name": "api", "dockerfile": "Dockerfile"}])
+    touch(tmp_path, "api/alembic.ini", "billing/alembic.ini")
+    taken = []
+    monkeypatch.setattr(database, "target_for", lambda *a: "the pod")
+    monkeypatch.setattr(database, "check_connection", lambda target: {"alembic_heads": ["0001"]})
+    monkeypatch.setattr(database, "database_lock", lambda *a: contextlib.nullcontext())
+    monkeypatch.setattr(database, "_safety_backup", lambda p, e, target, label, r: taken.append(label) or
+                        type("Backup", (), {"path": tmp_path / "backups" / "b.dump"}))
+    out = io.StringIO()
+    path = database.backup_if_migrating(project, project.env("dev"), None, Reporter(stream=out, tty=False))
+    assert taken == ["pre-upgrade"] and path == str(tmp_path / "backups" / "b.dump")
+    assert "the Alembic scripts cannot be read here (the project holds several alembic.ini files" in out.getvalue()
