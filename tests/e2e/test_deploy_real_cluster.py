@@ -36,6 +36,11 @@ class E2E:
         self.root, self.cluster = root, cluster
 
     def inv(self, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([INV, *args], cwd=self.root, capture_output=True, text=True, env=self.env(env),
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def env(self, env: dict | None = None) -> dict[str, str]:
+        """The environment of an ``inv`` run: this cluster, the stand-in base images."""
         child = {**os.environ, "KUBECONFIG": self.cluster.kubeconfig,
                  "CONTAINERD_ADDRESS": self.cluster.containerd_address,
                  "MOORAGE_PYTHON_IMAGE": os.environ.get("MOORAGE_PYTHON_IMAGE", "local/python:3.11-slim"),
@@ -46,8 +51,7 @@ class E2E:
         for key in ("MOORAGE_ENV", "DATABASE_URL", "POSTGRES_PASSWORD"):
             child.pop(key, None)
         child.update(env or {})
-        return subprocess.run([INV, *args], cwd=self.root, capture_output=True, text=True, env=child,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        return child
 
     def ok(self, *args: str, **kw) -> subprocess.CompletedProcess:
         result = self.inv(*args, **kw)
@@ -143,6 +147,43 @@ def test_an_item_created_through_the_frontend_is_processed_by_the_worker(e2e):
             "no worker logged that it processed the item within 60s"
         seen = httpx.get(f"http://127.0.0.1:{port}/api/items/{item['id']}", timeout=20).json()
     assert seen["status"] == "processed" and seen["result"], seen
+
+
+def test_port_forward_puts_every_service_of_the_release_on_loopback_until_ctrl_c(e2e):
+    import re
+    import signal
+    import urllib.request
+
+    proc = subprocess.Popen([INV, "dev.port-forward"], cwd=e2e.root, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e2e.env())
+    try:
+        lines: list[str] = []
+        while not lines or lines[-1] != "(Ctrl-C to stop)\n":
+            line = proc.stdout.readline()
+            assert line, f"dev.port-forward ended early: {''.join(lines)} {proc.stderr.read()}"
+            lines.append(line)
+        forwarded = {svc: url for url, svc in
+                     re.findall(r"forwarding (http://127\.0\.0\.1:\d+) -> svc/([^:]+):\d+", "".join(lines))}
+        assert {f"{e2e.release}-{name}" for name in ("backend", "frontend", "postgresql", "redis")} <= set(forwarded)
+        with urllib.request.urlopen(f"{forwarded[e2e.release + '-frontend']}/api/items", timeout=20) as answer:
+            assert answer.status == 200 and isinstance(json.loads(answer.read()), list)
+        with urllib.request.urlopen(f"{forwarded[e2e.release + '-backend']}/healthz", timeout=20) as answer:
+            assert answer.status == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "port-forward stopped" in out and "Traceback" not in err, err
+
+
+def test_logs_without_a_component_show_the_pods_of_every_workload(e2e):
+    import re
+
+    result = e2e.ok("dev.logs", "--tail", "5")
+    pods = {line[1:].split("/", 1)[0] for line in result.stdout.splitlines() if line.startswith("[")}
+    # a Deployment's pod is <name>-<replicaset hash>-<suffix>, a StatefulSet's <name>-<ordinal>
+    workloads = {re.sub(r"-[a-z0-9]+-[a-z0-9]{5}$|-\d+$", "", pod) for pod in pods}
+    assert {f"{e2e.release}-{w}" for w in ("backend", "worker", "frontend", "postgresql", "redis")} <= workloads, \
+        result.stdout[-2000:]
 
 
 def worker_logged(api, release: str, msg: str, item_id: int, timeout: float) -> bool:
