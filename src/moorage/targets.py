@@ -62,11 +62,8 @@ def _is_postgres(container: dict) -> bool:
     return POSTGRES_PORT in ports or "postgres" in name
 
 
-def release_database(objects: Sequence[dict], release: str, where: str) -> tuple[str, str]:
-    """(label selector, container) of the one PostgreSQL workload among a release's objects.
-
-    UserError when there is none or more than one (``where`` names the setting that says which).
-    """
+def postgres_workloads(objects: Sequence[dict]) -> list[tuple[str, str, str]]:
+    """(``kind/name``, label selector, container) of each PostgreSQL workload among a release's objects."""
     found = []
     for obj in objects:
         spec = obj.get("spec") or {}
@@ -78,6 +75,15 @@ def release_database(objects: Sequence[dict], release: str, where: str) -> tuple
                 selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
                 found.append((f"{obj['kind'].lower()}/{obj['metadata']['name']}", selector, container["name"]))
                 break
+    return found
+
+
+def release_database(objects: Sequence[dict], release: str, where: str) -> tuple[str, str]:
+    """(label selector, container) of the one PostgreSQL workload among a release's objects.
+
+    UserError when there is none or more than one (``where`` names the setting that says which).
+    """
+    found = postgres_workloads(objects)
     if len(found) == 1:
         return found[0][1], found[0][2]
     fix = f"name the database pod in {where}.selector (and .container), or set {where}.kind to external or none"

@@ -261,6 +261,10 @@ def test_helm_layout_links_its_values_files_as_environments(tmp_path):
     assert conf["environments"]["dev"]["required_secrets"] == ["POSTGRESQL_PASSWORD"]
     assert config(root)["db"] == {"alembic_ini": "backend/alembic.ini"}
     assert "put POSTGRESQL_PASSWORD in .env" in result.stdout
+    # its PostgreSQL is found in the release by the db.* tasks: nothing written
+    assert all("database" not in env for env in conf["environments"].values())
+    assert "database      PostgreSQL in statefulset/shop-postgresql (container postgresql)" in result.stdout
+    assert "db.migrate runs as a Job from deployment shop-backend (image 'backend')" in result.stdout
 
 
 def test_services_layout_matches_dockerfiles_to_image_values_and_reports_what_it_cannot_run(tmp_path):
@@ -276,7 +280,10 @@ def test_services_layout_matches_dockerfiles_to_image_values_and_reports_what_it
         "worker": ("services/worker/Dockerfile", ".", "images.worker")}
     assert [s["name"] for s in conf["environments"]["local"]["smoke"]] == ["api-ready", "api-live", "web-live"]
     assert "db" not in config(root)
+    assert {name: env.get("database") for name, env in conf["environments"].items()} == {
+        "local": {"kind": "none"}, "prod": {"kind": "none"}}
     out = result.stdout
+    assert "the chart runs no PostgreSQL, so database: {kind: none} is written" in out
     assert "golang-migrate SQL files (services/api/migrations" in out
     assert "services/web/Dockerfile has stages dev, prod: image 'web' builds the last one (prod)" in out
     assert "redis:7.4" in out and "tools/Dockerfile" in out

@@ -69,6 +69,7 @@ def propose(root: Path, *, chart: str | None = None, release: str | None = None)
     _from_render(proposal, render, guessed, checks)
     proposal.db, proposal.migration_notes = guess.plan_database(name, scan.migrations(tree), images, render,
                                                                guessed, checks)
+    guess.plan_database_location(render, envs, guessed, checks)
     pulled = guess.third_party(slots, images, render, name)
     if pulled:
         guessed.append(f"pulled        {', '.join(pulled)} (images the chart runs that no Dockerfile here builds)")

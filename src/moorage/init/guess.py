@@ -17,7 +17,7 @@ from typing import Any
 from ..core.config import DNS_LABEL_RE, Environment, Image, Project
 from ..core.errors import UserError
 from ..helm import PLACEHOLDER_TAG
-from ..targets import release_workload_running
+from ..targets import postgres_workloads, release_workload_running
 from .chart import ImageSlot, Probe, Render, assign, images_used, is_secret, match_score, probes
 from .scan import Chart, Dockerfile, EnvFiles, Migrations
 
@@ -58,6 +58,7 @@ class EnvPlan:
     local: bool = False
     required_secrets: list[str] = field(default_factory=list)
     smoke: list[dict[str, Any]] = field(default_factory=list)
+    database: dict[str, Any] = field(default_factory=dict)  # written only when the default does not fit
 
 
 @dataclass
@@ -260,6 +261,28 @@ def plan_database(release: str, found: Migrations, images: Sequence[ImagePlan], 
     checks.append(f"db.migrate runs `alembic upgrade head` in image '{owner.name}': its working directory must "
                   "hold alembic.ini (else set db.job_command: [alembic, -c, /path/to/alembic.ini])")
     return db, notes
+
+
+def plan_database_location(render: Render, environments: Sequence[EnvPlan], guessed: list[str],
+                           checks: list[str]) -> None:
+    """Where the environments' PostgreSQL is: the default (the release's one PostgreSQL pod, found by the
+    db.* and backup.* tasks) when the chart runs one; ``kind: none`` when it runs none."""
+    if not render.ok:
+        return
+    found = postgres_workloads(render.objects)
+    if len(found) == 1:
+        guessed.append(f"database      PostgreSQL in {found[0][0]} (container {found[0][2]}): db.* and backup.* "
+                       "find it in the release")
+    elif found:
+        checks.append(f"the chart runs several PostgreSQL workloads ({', '.join(f[0] for f in found)}): set "
+                      "moorage.environments.<env>.database.selector (and .container) to the app's")
+    else:
+        for env in environments:
+            env.database = {"kind": "none"}
+        guessed.append("database      none: the chart runs no PostgreSQL (db.* and backup.* refuse, deploys take "
+                       "no backup)")
+        checks.append("the chart runs no PostgreSQL, so database: {kind: none} is written: if the app uses one "
+                      "outside the cluster, set kind: external and url_env (the .env key holding its URL)")
 
 
 def third_party(slots: Sequence[ImageSlot], images: Sequence[ImagePlan], render: Render, release: str) -> list[str]:

@@ -85,6 +85,8 @@ def _env(e: EnvPlan) -> dict[str, Any]:
         out["required_secrets"] = list(e.required_secrets)
     if e.smoke:
         out["smoke"] = [dict(s) for s in e.smoke]
+    if e.database:
+        out["database"] = dict(e.database)
     return out
 
 
@@ -185,6 +187,9 @@ def _env_text(env: EnvPlan, p: Proposal) -> list[str]:
         lines.append("      # HTTP checks after each deploy, from the chart's readiness and liveness probes.")
         lines.append("      smoke:")
         lines += [f"        - {flow(s)}" for s in env.smoke]
+    if env.database:
+        lines.append("      # the chart runs no PostgreSQL: db.* and backup.* refuse, deploys take no backup")
+        lines.append(f"      database: {flow(env.database)}")
     return lines
 
 
