@@ -76,25 +76,35 @@ def run_migrations_in_cluster(project: Project, env: Environment, command: Seque
     Without a configured workload, the release's that runs the image holding the Alembic scripts
     (``alembic_ini``, the flag; else the environment's) is found in its manifest.
     """
-    workload = workload_of(env, settings)
+    workload, ini = migration_source(project, env, settings, alembic_ini)
     if dry_run:
         what = (f"{workload[0]} {env.namespace}/{workload[1]}" if workload else
                 "the release's workload that runs the image holding the Alembic scripts")
         reporter.step(f"in-cluster: a Job from {what} (its image, env and secrets) would run: {' '.join(command)}")
         reporter.line("dry run: nothing was created")
         return None
-    ini = env_alembic_ini(project, env, alembic_ini, settings) if workload is None else None
-    if ini is not None and not ini.is_file() and not (alembic_ini or env.migrations.alembic_ini or settings.alembic_ini):
-        raise UserError(f"the project holds no alembic.ini and moorage.environments.{env.name}.migrations names no "
-                        "workload, so there is no telling what to migrate with",
-                        "set migrations.alembic_ini and .workload, or kind: command (with workload and command), "
-                        "or kind: none")
     cluster = connect(project, env, allow_production=True, read_release=False)
     kind, name = workload or migration_workload(project, env, ini, cluster)
     reporter.step(f"in-cluster: a Job from {kind} {env.namespace}/{name} (its image, env and "
                   f"secrets) runs: {' '.join(command)}")
     return run_migration_job(cluster.api, env.namespace, project.release, env.name, (kind, name), command, reporter,
                              timeout=env.timeout, collect=collect)
+
+
+def migration_source(project: Project, env: Environment, settings: DbSettings,
+                     alembic_ini: Path | None = None) -> tuple[tuple[str, str] | None, Path | None]:
+    """The configured migration workload, else (None, the alembic.ini its image holds) for the release's
+    workload to be found from; the one line when the project has neither."""
+    workload = workload_of(env, settings)
+    if workload is not None:
+        return workload, None
+    ini = env_alembic_ini(project, env, alembic_ini, settings)
+    if not ini.is_file() and not (alembic_ini or env.migrations.alembic_ini or settings.alembic_ini):
+        raise UserError(f"the project holds no alembic.ini and moorage.environments.{env.name}.migrations names no "
+                        "workload, so there is no telling what to migrate with",
+                        "set migrations.alembic_ini and .workload, or kind: command (with workload and command), "
+                        "or kind: none")
+    return None, ini
 
 
 def _alembic_job(settings: DbSettings, *args: str) -> list[str]:
@@ -184,6 +194,7 @@ def migrate(project: Project, env: Environment, revision: str, reporter: Reporte
         if local:
             raise UserError("db.migrate --local needs a database URL", "pass --database-url or set DATABASE_URL")
         command = list(env.migrations.command) if kind == "command" else _alembic_job(settings, "upgrade", revision)
+        migration_source(project, env, settings, alembic_ini)  # bad input is one line before the question
         if not dry_run:
             _confirm(env, confirm, question)
         with contextlib.nullcontext() if dry_run else database_lock(project, env, None, "db.migrate"):

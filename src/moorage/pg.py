@@ -38,6 +38,8 @@ from .core.errors import CommandFailed, Unreachable, UserError
 log = logging.getLogger("moorage.pg")
 
 CHUNK = 1 << 20
+#: the URI schemes libpq accepts (``postgresql://``, ``postgres://``), whatever chart runs the server
+URL_SCHEMES = ("postgresql", "postgres")
 MAINTENANCE_DB = "postgres"
 
 # URL query parameters that libpq also reads from the environment.
@@ -128,7 +130,7 @@ def parse_database_url(url: str, source: str = "--database-url") -> DatabaseUrl:
         raise UserError(f"{source} is not a valid URL",
                         "use postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
     scheme = parts.scheme.split("+", 1)[0]
-    if scheme not in ("postgresql", "postgres"):
+    if scheme not in URL_SCHEMES:
         raise UserError(f"{source} must be a postgresql:// URL, got scheme '{parts.scheme}'",
                         "use postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
     database = unquote(parts.path.lstrip("/"))

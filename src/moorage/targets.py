@@ -14,8 +14,8 @@ Orchestration floor, beside ``connection``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import IO
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
 from . import helm, kube
 from .connection import connect
@@ -58,7 +58,7 @@ WORKLOAD_KINDS = ("StatefulSet", "Deployment", "DaemonSet")
 def _is_postgres(container: dict) -> bool:
     """A container listening on PostgreSQL's port or running a postgres image (any registry, tag or digest)."""
     ports = {p.get("containerPort") for p in container.get("ports") or [] if isinstance(p, dict)}
-    name = str(container.get("image") or "").split("@")[0].rsplit("/", 1)[-1].split(":")[0]
+    name = repository_of(str(container.get("image") or "")).rsplit("/", 1)[-1]
     return POSTGRES_PORT in ports or "postgres" in name
 
 
@@ -139,16 +139,28 @@ def database_pod(project: Project, env: Environment, cluster) -> tuple[str, str 
     return selector, db.container or container
 
 
+def deepest_context(images: Sequence[Any], path: str) -> Any | None:
+    """Of ``images`` (anything with a ``context`` relative to the project root), the one whose build
+    context holds ``path`` (relative to the root too), the deepest such; None when none does."""
+    target = PurePosixPath(path)
+
+    def depth(image) -> int:
+        context = PurePosixPath(image.context)
+        return len(context.parts) if not context.parts or target.is_relative_to(context) else -1
+
+    best = max(images, key=depth, default=None)
+    return best if best is not None and depth(best) >= 0 else None
+
+
 def image_holding(project: Project, path: Path, where: str) -> Image:
-    """The image whose build context holds ``path`` (the deepest such context); UserError if none does."""
-    target = path.resolve()
-    holding = [(len((project.root / i.context).resolve().parts), i) for i in project.images
-               if target.is_relative_to((project.root / i.context).resolve())]
-    if not holding:
-        shown = path.relative_to(project.root) if path.is_relative_to(project.root) else path
+    """The project's image whose build context holds ``path`` (:func:`deepest_context`); UserError if none does."""
+    root, target = project.root.resolve(), path.resolve()
+    shown = target.relative_to(root).as_posix() if target.is_relative_to(root) else str(path)
+    found = deepest_context(project.images, shown) if target.is_relative_to(root) else None
+    if found is None:
         raise UserError(f"no image's build context holds {shown}, so no image of the release has its Alembic scripts",
                         f"name the workload whose image has them in {where}.workload (e.g. deployment/api)")
-    return max(holding, key=lambda pair: pair[0])[1]
+    return found
 
 
 def migration_workload(project: Project, env: Environment, ini: Path, cluster) -> tuple[str, str]:

@@ -23,10 +23,10 @@ from moorage.database import (
 from moorage.targets import image_holding, release_workload_running, repository_of
 
 
-def project_at(root: Path, images: list[dict], **env):
+def project_at(root: Path, images: list[dict], name: str = "dev", **env):
     (root / "environments").mkdir(parents=True, exist_ok=True)
-    (root / "environments" / "dev.yaml").write_text("{}\n")
-    return load_project({"release": "shop", "images": images, "environments": {"dev": env}}, root)
+    (root / "environments" / f"{name}.yaml").write_text("{}\n")
+    return load_project({"release": "shop", "images": images, "environments": {name: env}}, root)
 
 
 def touch(root: Path, *paths: str) -> None:
@@ -123,6 +123,17 @@ def test_a_migration_job_with_no_alembic_ini_and_no_workload_is_one_line_before_
                                   Reporter(stream=io.StringIO(), tty=False))
     assert "holds no alembic.ini" in err.value.message and "migrations names no workload" in err.value.message
     assert "kind: none" in err.value.hint
+
+
+def test_db_migrate_says_so_before_asking_for_confirmation_and_on_a_dry_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)  # the in-cluster path
+    project = project_at(tmp_path, [{"name": "api", "dockerfile": "Dockerfile"}], name="staging")
+    asked: list[str] = []
+    for dry_run in (False, True):
+        with pytest.raises(UserError, match="holds no alembic.ini"):
+            database.migrate(project, project.env("staging"), "head", Reporter(stream=io.StringIO(), tty=False),
+                             dry_run=dry_run, confirm=asked.append)
+    assert asked == []
 
 
 def test_a_ci_deploy_backs_up_when_it_cannot_read_which_migrations_are_pending(tmp_path, monkeypatch):

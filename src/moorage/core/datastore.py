@@ -53,9 +53,6 @@ MIGRATION_KINDS = ("alembic", "command", "none")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 WORKLOAD_KINDS = ("deployment", "statefulset", "daemonset")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: What an environment that does not say gets: the names a chart made by ``helm create`` and the
-#: Kubernetes recommended labels lead to (the reference chart follows them). They live here, with
-#: the settings that override them, and nowhere else in the library.
 _SELECTOR_RE = re.compile(r"^[A-Za-z0-9_./-]+(!?=|==)[A-Za-z0-9_.-]*(,[A-Za-z0-9_./-]+(!?=|==)[A-Za-z0-9_.-]*)*$")
 
 

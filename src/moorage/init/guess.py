@@ -17,7 +17,7 @@ from typing import Any
 from ..core.config import DNS_LABEL_RE, Environment, Image, Project
 from ..core.errors import UserError
 from ..helm import PLACEHOLDER_TAG
-from ..targets import postgres_workloads, release_workload_running
+from ..targets import deepest_context, postgres_workloads, release_workload_running
 from .chart import ImageSlot, Probe, Render, assign, images_used, is_secret, match_score, probes
 from .scan import Chart, Dockerfile, EnvFiles, Migrations
 
@@ -240,12 +240,8 @@ def plan_database(release: str, found: Migrations, images: Sequence[ImagePlan], 
     db = {"alembic_ini": ini}
     if len(found.alembic) > 1:
         checks.append(f"several alembic.ini files ({', '.join(found.alembic)}): db.alembic_ini names the first")
-
-    def inside(image: ImagePlan) -> int:
-        return len(Path(image.context).parts) if image.context == "." or ini.startswith(image.context + "/") else -1
-
-    owner = max(images, key=inside, default=None)
-    if owner is None or inside(owner) < 0:
+    owner = deepest_context(images, ini)
+    if owner is None:
         guessed.append(f"migrations    alembic ({ini})")
         checks.append(f"no image's build context holds {ini}: db.migrate's Job needs an image with Alembic in it")
         return db, notes

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import kube
-from .rules import Resource, ResourceState, State, evaluate, int_of, owns, pod_problem, pod_waiting
+from .rules import PodProblem, Resource, ResourceState, State, evaluate, int_of, owns, pod_problem, pod_waiting
 
 log = logging.getLogger("moorage.readiness")
 
@@ -216,7 +216,7 @@ class InformerCache:
         ends = [since + self.grace - now for since in self.unschedulable.values() if since + self.grace > now]
         return min(ends) if ends else None
 
-    def _held(self, pod: dict[str, Any], problem) -> bool:
+    def _held(self, pod: dict[str, Any], problem: PodProblem | None) -> bool:
         """Whether ``problem`` of ``pod`` is an Unschedulable still within its grace."""
         key = pod["metadata"].get("uid") or pod["metadata"]["name"]
         if problem is None or problem.reason != "Unschedulable":
